@@ -1,0 +1,313 @@
+"""BERT (Devlin et al. 2018) built from minigrad.nn, reading top to bottom like the paper.
+
+    input_ids (B, T) -> embeddings (word + position + token type, LayerNorm, dropout) -> (B, T, C)
+    -> N post-LN encoder layers: self-attention, dense + residual + LayerNorm,
+       GELU feed-forward (C -> F -> C) + residual + LayerNorm
+    -> last_hidden_state (B, T, C); pooler: tanh(dense(h[:, 0])) -> (B, C)
+
+Attribute paths equal the Hugging Face checkpoint keys (`encoder.layer.0.attention.self.query
+.weight`), so loading needs no renaming table beyond the legacy names handled in
+`_normalise_key`. Task heads live in `models/bert_tasks.py`; tokenization in `models/tokenizer.py`.
+"""
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+import minigrad.functional as F
+from minigrad import io
+from minigrad.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, additive_mask
+from minigrad.nn.attention import merge_heads, split_heads
+from models.tokenizer import default_model_dir  # noqa: F401  (re-exported: the bundled MiniLM)
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    extra: dict = field(default_factory=dict, repr=False)  # keys we keep but do not use
+
+    @classmethod
+    def from_json_file(cls, path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"BertConfig: no config.json at {path}")
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        config = cls(**{k: v for k, v in raw.items() if k in known})
+        config.extra = {k: v for k, v in raw.items() if k not in known}
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(f"{path}: hidden_size {config.hidden_size} is not divisible by "
+                             f"num_attention_heads {config.num_attention_heads}")
+        if config.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
+            raise ValueError(f"{path}: hidden_act {config.hidden_act!r} is not supported")
+        return config
+
+    def to_dict(self):
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**self.extra, **d, "model_type": "bert"}
+
+
+class ModelOutput:
+    """The result of a forward pass: named fields as attributes (as transformers' outputs)."""
+
+    def __init__(self, **kwargs):
+        self.__dict__.update(kwargs)
+
+    def __repr__(self):
+        return f"ModelOutput({', '.join(self.__dict__)})"
+
+
+# ---- the layers, in the order data flows through them --------------------------------------
+class BertEmbeddings(Module):
+    def __init__(self, c):
+        super().__init__()
+        self.word_embeddings = Embedding(c.vocab_size, c.hidden_size)
+        self.position_embeddings = Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = Embedding(c.type_vocab_size, c.hidden_size)
+        self.LayerNorm = LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = Dropout(c.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids):
+        T = input_ids.shape[1]
+        x = (self.word_embeddings(input_ids)                      # (B, T, C)
+             + self.position_embeddings(np.arange(T)[None, :])   # (1, T, C)
+             + self.token_type_embeddings(token_type_ids))       # (B, T, C)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(Module):
+    def __init__(self, c):
+        super().__init__()
+        self.num_heads = c.num_attention_heads
+        self.query = Linear(c.hidden_size, c.hidden_size)
+        self.key = Linear(c.hidden_size, c.hidden_size)
+        self.value = Linear(c.hidden_size, c.hidden_size)
+        self.dropout = Dropout(c.attention_probs_dropout_prob)
+
+    def forward(self, x, mask):
+        q = split_heads(self.query(x), self.num_heads)  # (B, H, T, D)
+        k = split_heads(self.key(x), self.num_heads)
+        v = split_heads(self.value(x), self.num_heads)
+        if self.training and self.dropout.p > 0:
+            # dropout on the attention probabilities needs them as a Tensor: the unfused path
+            scores = F.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1])) + mask
+            ctx = F.matmul(self.dropout(F.softmax(scores, dim=-1)), v)
+        else:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # fused, all heads
+        return merge_heads(ctx)  # (B, T, C)
+
+
+class BertSelfOutput(Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = Linear(c.hidden_size, c.hidden_size)
+        self.LayerNorm = LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = Dropout(c.hidden_dropout_prob)
+
+    def forward(self, h, residual):
+        return self.LayerNorm(self.dropout(self.dense(h)) + residual)
+
+
+class BertAttention(Module):
+    def __init__(self, c):
+        super().__init__()
+        self.self = BertSelfAttention(c)
+        self.output = BertSelfOutput(c)
+
+    def forward(self, x, mask):
+        return self.output(self.self(x, mask), x)
+
+
+class BertIntermediate(Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = Linear(c.hidden_size, c.intermediate_size)
+        self.act = c.hidden_act
+
+    def forward(self, x):
+        h = self.dense(x)  # (B, T, F)
+        if self.act == "relu":
+            return F.relu(h)
+        return F.gelu(h, approximate="none" if self.act == "gelu" else "tanh")
+
+
+class BertOutput(BertSelfOutput):
+    def __init__(self, c):
+        super().__init__(c)
+        self.dense = Linear(c.intermediate_size, c.hidden_size)
+
+
+class BertLayer(Module):
+    def __init__(self, c):
+        super().__init__()
+        self.attention = BertAttention(c)
+        self.intermediate = BertIntermediate(c)
+        self.output = BertOutput(c)
+
+    def forward(self, x, mask):
+        a = self.attention(x, mask)
+        return self.output(self.intermediate(a), a)
+
+
+class BertEncoder(Module):
+    def __init__(self, c):
+        super().__init__()
+        self.layer = ModuleList(BertLayer(c) for _ in range(c.num_hidden_layers))
+
+    def forward(self, x, mask, output_hidden_states=False):
+        states = [x]
+        for layer in self.layer:
+            x = layer(x, mask)
+            if output_hidden_states:
+                states.append(x)
+        return x, (states if output_hidden_states else None)
+
+
+class BertPooler(Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = Linear(c.hidden_size, c.hidden_size)
+
+    def forward(self, h):
+        return F.tanh(self.dense(h[:, 0]))  # the [CLS] token's state (B, C)
+
+
+class BertModel(Module):
+    def __init__(self, config, add_pooling_layer=True):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
+        input_ids = check_ids(input_ids, "input_ids", self.config.vocab_size)
+        B, T = input_ids.shape
+        if T > self.config.max_position_embeddings:
+            raise ValueError(f"BertModel: sequence length {T} exceeds max_position_embeddings "
+                             f"{self.config.max_position_embeddings}; truncate in the tokenizer")
+        if attention_mask is None:
+            attention_mask = np.ones((B, T), np.int64)
+        if token_type_ids is None:
+            token_type_ids = np.zeros((B, T), np.int64)
+        for name, arr in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if np.shape(arr) != (B, T):
+                raise ValueError(f"BertModel: {name} has shape {np.shape(arr)}, input_ids has {(B, T)}")
+        token_type_ids = check_ids(token_type_ids, "token_type_ids", self.config.type_vocab_size)
+        mask = additive_mask(attention_mask)  # (B, 1, 1, T)
+        x = self.embeddings(input_ids, token_type_ids)
+        h, states = self.encoder(x, mask, output_hidden_states)
+        pooled = self.pooler(h) if self.pooler is not None else None
+        return ModelOutput(last_hidden_state=h, pooler_output=pooled, hidden_states=states)
+
+    @classmethod
+    def from_pretrained(cls, folder=None, report=False, **config_overrides):
+        """Read `config.json` and `model.safetensors` from `folder` (default: the bundled MiniLM)."""
+        folder = folder or default_model_dir()
+        config = BertConfig.from_json_file(os.path.join(folder, "config.json"))
+        for k, v in config_overrides.items():
+            setattr(config, k, v)
+        model = cls(config)
+        load_pretrained(model, folder, report=report)
+        return model
+
+
+def check_ids(ids, name, limit):
+    """ids as a (B, T) int64 ndarray with values in [0, limit), or a clear error."""
+    ids = np.asarray(getattr(ids, "data", ids))
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"BertModel: {name} must be a (B, T) integer array, got {ids.dtype} {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= limit):
+        raise ValueError(f"BertModel: {name} values must lie in [0, {limit}), got [{ids.min()}, {ids.max()}]")
+    return ids.astype(np.int64, copy=False)
+
+
+# ---- loading ----------------------------------------------------------------------------------
+_IGNORED_SUFFIXES = ("position_ids",)  # buffers, not parameters
+
+
+def _normalise_key(key):
+    """Checkpoint key -> our attribute path (legacy `gamma`/`beta` names of old TF exports)."""
+    if key.endswith(".gamma"):
+        return key[: -len("gamma")] + "weight"
+    if key.endswith(".beta"):
+        return key[: -len("beta")] + "bias"
+    return key
+
+
+def load_pretrained(model, folder, report=False):
+    """Load `folder/model.safetensors` into the BertModel `model`.
+
+    Accepts keys with or without the `bert.` prefix, renames legacy names, skips buffers, and
+    raises one error listing every missing key and shape mismatch. Returns the load report and
+    the tensors no BertModel parameter took (a task head's `classifier.*`, for the caller).
+    """
+    path = os.path.join(folder, "model.safetensors")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"from_pretrained: no model.safetensors in {folder}")
+    tensors = io.load_file(path)
+    own = dict(model.named_parameters())
+    mapped, renamed, ignored, rest = {}, [], [], {}
+    for key, arr in tensors.items():
+        if key.endswith(_IGNORED_SUFFIXES):
+            ignored.append(key)
+            continue
+        name = _normalise_key(key)
+        if name != key:
+            renamed.append(f"{key} -> {name}")
+        name = name[len("bert."):] if name.startswith("bert.") else name
+        if name in own:
+            mapped[name] = arr
+        else:
+            rest[name] = arr
+    missing = [k for k in own if k not in mapped]
+    mismatched = [f"{k}: checkpoint {arr.shape} vs model {own[k].shape}"
+                  for k, arr in mapped.items() if arr.shape != own[k].shape]
+    if missing or mismatched:
+        raise ValueError(f"from_pretrained({folder}): "
+                         + (f"missing keys {missing}. " if missing else "")
+                         + (f"shape mismatches: {'; '.join(mismatched)}" if mismatched else ""))
+    for k, arr in mapped.items():
+        own[k].data[...] = arr
+    result = {"mapped": sorted(mapped), "renamed": renamed, "ignored": ignored + sorted(rest)}
+    if report:
+        print(f"loaded {path}: {len(mapped)} mapped, {len(renamed)} renamed {renamed}, "
+              f"{len(result['ignored'])} not used by BertModel {result['ignored']}", file=sys.stderr)
+    return result, rest
+
+
+# ---- sentence embeddings ----------------------------------------------------------------------
+def mean_pool(last_hidden_state, attention_mask):
+    """Mean over tokens whose mask is 1, then L2 normalise: (B, T, C) -> (B, C) ndarray."""
+    m = np.asarray(attention_mask, np.float32)[:, :, None]
+    summed = (last_hidden_state * m).sum(axis=1)
+    emb = summed / np.maximum(m.sum(axis=1), 1e-9)
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def sentence_embeddings(model, tokenizer, texts, batch_size=64, max_length=128):
+    """The recipe of all-MiniLM-L6-v2: masked mean of the last hidden state, L2-normalised."""
+    from minigrad import no_grad
+
+    model.eval()
+    out = []
+    with no_grad():
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer.encode(texts[i:i + batch_size], max_length=max_length)
+            h = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state
+            out.append(mean_pool(h.data, enc["attention_mask"]))
+    return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
