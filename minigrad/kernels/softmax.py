@@ -4,8 +4,10 @@
     dx = scale * y * (dy - sum(dy * y, axis=-1))
 """
 import numpy as np
+from numba import njit, prange
 
 from . import use_ref
+from .fastmath import fast_exp
 
 
 def softmax_forward_ref(x, scale=1.0, mask=None):
@@ -22,9 +24,100 @@ def softmax_backward_ref(y, dy, scale=1.0):
     return dx * dx.dtype.type(scale) if scale != 1.0 else dx
 
 
+@njit(fastmath=True, parallel=True, cache=True)
+def softmax_forward_kernel(x, scale, mask, mask_rows, y):
+    """x (R, T) float32, mask (Rm, T) with row r using mask[r // mask_rows] -> y (R, T).
+
+    for r in prange(R):                     one row per iteration, rows split over threads
+        z = x[r] * scale + mask[r // mask_rows]; m = max(z)      pass 1
+        y[r] = fast_exp(z - m); s = sum(y[r])                     pass 2
+        y[r] /= s                                                  pass 3 (row still in L1)
+
+    Fuses the scale, the additive mask, the max, the exponent and the normalisation: x is read
+    twice from L1 and y written once, where the reference makes five full-size temporaries.
+    A mask that repeats over rows (BERT's (B, 1, 1, T) over (B, H, T, T)) is indexed, never
+    broadcast into memory.
+    """
+    rows, t = x.shape
+    for r in prange(rows):
+        mrow = mask[r // mask_rows]
+        m = np.float32(-np.inf)
+        for j in range(t):
+            m = max(m, x[r, j] * scale + mrow[j])
+        s = np.float32(0.0)
+        for j in range(t):
+            e = fast_exp(x[r, j] * scale + mrow[j] - m)
+            y[r, j] = e
+            s += e
+        inv = np.float32(1.0) / s
+        for j in range(t):
+            y[r, j] *= inv
+
+
+@njit(fastmath=True, parallel=True, cache=True)
+def softmax_backward_kernel(y, dy, scale, dx):
+    """y, dy (R, T) float32 -> dx (R, T).
+
+    for r in prange(R):
+        d = sum_j dy[r, j] * y[r, j]                   pass 1
+        dx[r] = scale * y[r] * (dy[r] - d)             pass 2
+
+    One read of y and dy per pass and one write, no temporaries.
+    """
+    rows, t = y.shape
+    for r in prange(rows):
+        d = np.float32(0.0)
+        for j in range(t):
+            d += dy[r, j] * y[r, j]
+        for j in range(t):
+            dx[r, j] = scale * y[r, j] * (dy[r, j] - d)
+
+
+def _rows_of_mask(mask, shape):
+    """The mask as (Rm, T) rows plus how many consecutive x rows share one mask row, when the
+    mask varies only over leading axes (e.g. (B, 1, 1, T) for x (B, H, T, T)); else the mask
+    broadcast to x's shape (then every x row has its own mask row)."""
+    t = shape[-1]
+    m = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
+    # trailing axes (before the last) over which the mask is constant
+    inner = 1
+    ax = len(shape) - 2
+    while ax >= 0 and m.shape[ax] == 1:
+        inner *= shape[ax]
+        ax -= 1
+    if all(m.shape[a] == shape[a] for a in range(ax + 1)) and m.shape[-1] == t:
+        return np.ascontiguousarray(m).reshape(-1, t), inner
+    return np.ascontiguousarray(np.broadcast_to(m, shape)).reshape(-1, t), 1
+
+
 def softmax_forward(x, scale=1.0, mask=None):
-    return softmax_forward_ref(x, scale, mask)
+    """x (..., T), mask None or additive, broadcastable to x -> y (..., T), x's dtype.
+
+    float32 runs the kernel; any other dtype (float64 in gradient checks) runs the reference,
+    because the kernel's `fast_exp` is a float32 approximation."""
+    if use_ref() or x.dtype != np.float32 or x.size == 0:
+        return softmax_forward_ref(x, scale, mask)
+    if mask is not None and np.broadcast_shapes(mask.shape, x.shape) != x.shape:
+        raise ValueError(f"softmax: mask {mask.shape} does not broadcast to x {x.shape}")
+    t = x.shape[-1]
+    x2 = np.ascontiguousarray(x).reshape(-1, t)
+    if mask is None:
+        mask2, mask_rows = np.zeros((1, t), np.float32), x2.shape[0]
+    else:
+        mask2, mask_rows = _rows_of_mask(mask.astype(np.float32, copy=False), x.shape)
+    y = np.empty_like(x2)
+    softmax_forward_kernel(x2, np.float32(scale), mask2, mask_rows, y)
+    return y.reshape(x.shape)
 
 
 def softmax_backward(y, dy, scale=1.0):
-    return softmax_backward_ref(y, dy, scale)
+    """y, dy (..., T) -> dx (..., T); float32 runs the kernel, other dtypes the reference."""
+    if use_ref() or y.dtype != np.float32 or dy.dtype != np.float32 or y.size == 0:
+        return softmax_backward_ref(y, dy, scale)
+    if y.shape != dy.shape:
+        raise ValueError(f"softmax_backward: y {y.shape} and dy {dy.shape} differ")
+    t = y.shape[-1]
+    y2 = np.ascontiguousarray(y).reshape(-1, t)
+    dx = np.empty_like(y2)
+    softmax_backward_kernel(y2, np.ascontiguousarray(dy).reshape(-1, t), np.float32(scale), dx)
+    return dx.reshape(y.shape)
