@@ -7,5 +7,7 @@ from . import kernels
 from .function import enable_grad, is_grad_enabled, no_grad
 from .tensor import Tensor, get_rng, manual_seed, ones, randn, tensor, zeros
 from . import functional
+from .functional import cat, matmul, maximum, minimum, stack, where
+from . import testing, viz
 
 __version__ = "0.1.0"
