@@ -1,4 +1,4 @@
-"""minigrad.io: weights and checkpoints to and from disk, with no pickle anywhere.
+"""minigrad.io: weights and checkpoints to and from disk, as plain data (never executable code).
 
 `safetensors.py` is our validating, memory-mapped reader and atomic writer for the format every
 Hugging Face checkpoint uses; `atomic.py` holds the write-to-temp-then-rename helper that it and
