@@ -8,9 +8,17 @@ dtypes and routes to one or the other. One switch picks the path for every op:
 
 `fused` (the default) runs the Numba kernels; `ref` runs the references. Nothing here knows
 about Tensors or graphs.
+
+Threads: `MINIGRAD_NUM_THREADS` (default: all cores) and `set_num_threads(n)` drive both the
+Numba kernels and BLAS (see `threads.py`). Float32 runs the Numba kernels; float64 (the dtype of
+gradient checks) runs the references, since the kernels' `exp`/`erf` are float32 polynomials.
 """
 import contextlib
 import os
+
+from .threads import configure_blas_env, default_num_threads, get_num_threads, set_num_threads
+
+configure_blas_env()
 
 _MODES = ("fused", "ref")
 _mode = os.environ.get("MINIGRAD_KERNELS", "fused")
@@ -43,3 +51,6 @@ def use(name):
 
 def use_ref():
     return _mode == "ref"
+
+
+set_num_threads(default_num_threads())

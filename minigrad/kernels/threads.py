@@ -1,0 +1,51 @@
+"""One thread setting for the kernel layer: Numba's parallel loops and BLAS.
+
+`MINIGRAD_NUM_THREADS` (default: the number of cores) is read once when minigrad is imported;
+`set_num_threads(n)` changes it later.
+
+- Numba: `numba.set_num_threads(n)` (at most the cores Numba started with).
+- BLAS: OpenBLAS reads `OPENBLAS_NUM_THREADS` only when NumPy loads it, so the environment
+  variable is set (if the user has not set it) only when NumPy is not imported yet, i.e. when
+  minigrad is the first import. Later changes go through `threadpoolctl` when it is installed;
+  without it BLAS keeps the thread count it started with, and `set_num_threads` says so by
+  returning False.
+"""
+import os
+import sys
+
+
+def default_num_threads():
+    """MINIGRAD_NUM_THREADS, or the number of cores."""
+    n = os.environ.get("MINIGRAD_NUM_THREADS")
+    if n is None:
+        return os.cpu_count() or 1
+    if not n.isdigit() or int(n) < 1:
+        raise ValueError(f"MINIGRAD_NUM_THREADS={n!r}: expected a positive integer")
+    return int(n)
+
+
+def configure_blas_env():
+    """Before NumPy's first import: point OpenBLAS (and OpenMP) at the thread setting."""
+    if "numpy" not in sys.modules:
+        n = str(default_num_threads())
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", n)
+        os.environ.setdefault("OMP_NUM_THREADS", n)
+
+
+def set_num_threads(n):
+    """Use n threads in Numba kernels and, where it can be changed at run time, in BLAS.
+    Returns True when BLAS was set too."""
+    import numba
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    try:
+        import threadpoolctl
+    except ImportError:
+        return False
+    threadpoolctl.threadpool_limits(n, user_api="blas")
+    return True
+
+
+def get_num_threads():
+    import numba
+    return numba.get_num_threads()
