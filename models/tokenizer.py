@@ -107,6 +107,11 @@ class Tokenizer:
             warnings.warn(f"tokenizer: max_length={max_length} exceeds the model's "
                           f"{self.model_max_length} positions; using {self.model_max_length}")
             max_length = self.model_max_length
+        special = self.tokenizer.num_special_tokens_to_add(isinstance(inputs[0], tuple))
+        if max_length <= special:
+            # tokenizers would silently skip truncation here and return over-long encodings
+            raise ValueError(f"encode: max_length={max_length} leaves no room for text beside "
+                             f"the {special} special tokens")
         self.tokenizer.enable_truncation(max_length)
         encodings = self.tokenizer.encode_batch(inputs, is_pretokenized=is_pretokenized)
 

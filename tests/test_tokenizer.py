@@ -100,6 +100,8 @@ def test_bad_inputs_raise(tok):
         tok.encode("a single string")
     with pytest.raises(ValueError, match="2 texts but 1 text_pairs"):
         tok.encode(["a", "b"], ["c"])
+    with pytest.raises(ValueError, match="max_length=3 leaves no room .* 3 special tokens"):
+        tok.encode(["a"], ["b"], max_length=3)
     with pytest.raises(TypeError, match="word lists"):
         tok.encode_words(["EU", "rejects"])
 
