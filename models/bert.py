@@ -311,3 +311,10 @@ def sentence_embeddings(model, tokenizer, texts, batch_size=64, max_length=128):
             h = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state
             out.append(mean_pool(h.data, enc["attention_mask"]))
     return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
+
+
+if __name__ == "__main__":
+    # `python -m models.bert --check-parity [folder]`: the layer-by-layer table against transformers
+    from models import parity
+
+    sys.exit(parity.main())
