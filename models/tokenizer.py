@@ -29,8 +29,8 @@ def installed_package_dir(module, pip_spec):
     says how to install it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"package {module!r} is not installed; install it with: pip install --no-deps {pip_spec}")
+        raise FileNotFoundError(f"package {module!r} is not installed; install it with: "
+                                f"pip install --no-deps {pip_spec}")
     return pathlib.Path(list(spec.submodule_search_locations)[0])
 
 
