@@ -44,8 +44,9 @@ def _check_float(op, *tensors):
                             f"{t.shape} (cast it with .float())")
 
 
-def _pair(op, a, b):
-    """Two operands of a binary op as Tensors of one dtype, checked to broadcast."""
+def _pair(op, a, b, broadcast=True):
+    """Two operands of a binary op as Tensors of one dtype, checked to broadcast (unless the
+    op checks its own shapes, as matmul does)."""
     if not isinstance(a, Tensor):
         a = as_tensor(a, like=b)
     if not isinstance(b, Tensor):
@@ -60,7 +61,8 @@ def _pair(op, a, b):
             raise TypeError(f"{op}: dtypes {a.dtype} and {b.dtype} differ (shapes {a.shape} and "
                             f"{b.shape}); cast one with .float() or .double()")
     try:
-        np.broadcast_shapes(a.shape, b.shape)
+        if broadcast:
+            np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ValueError(f"{op}: shapes {a.shape} and {b.shape} do not broadcast") from None
     return a, b
@@ -354,7 +356,7 @@ def split(x, split_size_or_sections, dim=0):
 def matmul(a, b):
     """a (..., M, K) @ b (..., K, N) -> (..., M, N), batch dims broadcast. A 1-D operand is a
     vector: (K,) @ (..., K, N) -> (..., N) and (..., M, K) @ (K,) -> (..., M), as NumPy."""
-    a, b = _pair_matmul(a, b)
+    a, b = _pair("matmul", a, b, broadcast=False)
     _check_float("matmul", a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: {a.shape} @ {b.shape}: operands must have at least 1 dim")
@@ -373,16 +375,6 @@ def matmul(a, b):
     if a.ndim == 1:
         out = squeeze(out, -2 if b.ndim > 1 else -1)
     return out
-
-
-def _pair_matmul(a, b):
-    if not isinstance(a, Tensor):
-        a = as_tensor(a, like=b)
-    if not isinstance(b, Tensor):
-        b = as_tensor(b, like=a)
-    if a.dtype != b.dtype:
-        raise TypeError(f"matmul: {a.shape} @ {b.shape}: dtypes {a.dtype} and {b.dtype} differ")
-    return a, b
 
 
 def linear(x, weight, bias=None, gelu=False):

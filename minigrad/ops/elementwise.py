@@ -92,9 +92,10 @@ class Pow(Function):
     def backward(ctx, grad):
         a, b, out = ctx.saved
         da = grad * b * a ** (b - 1) if ctx.needs_input_grad[0] else None
-        # d(a^b)/db = a^b log a, taken as 0 where a^b is 0 (so 0 ** b has a finite gradient)
-        db = grad * np.where(out == 0, 0, out * np.log(np.where(a > 0, a, 1))) \
-            if ctx.needs_input_grad[1] else None
+        db = None
+        if ctx.needs_input_grad[1]:
+            # d(a^b)/db = a^b log a, taken as 0 where a^b is 0 (so 0 ** b has a finite gradient)
+            db = grad * np.where(out == 0, 0, out * np.log(np.where(a > 0, a, 1)))
         return da, db
 
 

@@ -7,7 +7,6 @@
 Each backward computes only the gradients asked for: under LoRA the frozen weight of a linear
 layer needs no dW, so that matmul (a third of the layer's backward cost) is never run.
 """
-import numpy as np
 
 from ..function import Function
 from ..kernels import gelu as kgelu
