@@ -1,0 +1,220 @@
+"""Fused (Numba) kernels against their NumPy references, forward and every backward output.
+
+Shapes include 1, odd sizes and BERT-base-small's (N = 2048 rows of C = 384, attention
+(2, 12, 128, 32)). Float32 inputs, because float32 is what the kernels run (float64 goes to
+the references by design, which a test below checks).
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minigrad import kernels
+from minigrad.kernels import adamw, attention, cross_entropy, gelu, layernorm, matmul, softmax
+from minigrad.kernels.fastmath import fast_exp
+
+# One float32 tolerance for every comparison. The kernels sum in a different order than NumPy
+# (per-row loops, blocked matmul, fastmath reassociation) and use a polynomial exp with ~5e-7
+# relative error; over sums of up to a few thousand terms that moves results by a few float32
+# ulps of the largest partial sum. Outputs are O(1) (inputs are standard normal), so absolute
+# and relative 2e-5 leave a margin of ~10x over the worst difference seen and still catch any
+# indexing or formula mistake, which shows up as O(1e-1).
+RTOL = ATOL = 2e-5
+
+rng = np.random.default_rng(0)
+
+
+def randn(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def close(fused, ref, scale=1.0):
+    for f, r in zip(fused, ref):
+        assert f.dtype == r.dtype == np.float32
+        assert f.shape == r.shape
+        np.testing.assert_allclose(f, r, rtol=RTOL, atol=ATOL * scale)
+
+
+def both(fn, *args):
+    """fn(*args) on the fused path and on the reference path."""
+    with kernels.use("fused"):
+        fused = fn(*args)
+    with kernels.use("ref"):
+        ref = fn(*args)
+    return fused, ref
+
+
+def test_fast_exp_relative_error():
+    x = np.linspace(-87, 88, 200_001, dtype=np.float32)
+    got = np.array([fast_exp(v) for v in x[::97]])
+    want = np.exp(x[::97].astype(np.float64))
+    assert np.max(np.abs(got - want) / want) < 1e-6
+
+
+@pytest.mark.parametrize("shape,mshape", [((1, 1), None), ((3, 5, 7), (5, 7)),
+                                          ((2, 3, 9, 9), (2, 1, 1, 9)),
+                                          ((16, 12, 128, 128), (16, 1, 1, 128))])
+def test_softmax(shape, mshape):
+    x, dy = randn(*shape), randn(*shape)
+    mask = None if mshape is None else np.where(rng.random(mshape) < 0.3, -1e4, 0).astype(np.float32)
+    y, y_ref = both(softmax.softmax_forward, x, 0.35, mask)
+    close([y], [y_ref])
+    dx, dx_ref = both(softmax.softmax_backward, y_ref, dy, 0.35)
+    close([dx], [dx_ref])
+
+
+@pytest.mark.parametrize("n,c", [(1, 1), (7, 5), (3, 1001), (2048, 384)])
+def test_layer_norm(n, c):
+    x, dy = randn(n, c) * 2 + 1, randn(n, c)
+    gamma, beta = randn(c), randn(c)
+    fwd, fwd_ref = both(layernorm.layer_norm_forward, x, gamma, beta, 1e-5)
+    close(fwd, fwd_ref)
+    _, mean, rstd = fwd_ref
+    bwd, bwd_ref = both(layernorm.layer_norm_backward, dy, x, gamma, mean, rstd)
+    close(bwd, bwd_ref, scale=np.sqrt(n))        # dgamma, dbeta sum over n rows
+
+
+@pytest.mark.parametrize("shape", [(1,), (7, 13), (2048, 1536)])
+def test_gelu(shape):
+    x, dy = randn(*shape) * 3, randn(*shape)
+    y, y_ref = both(gelu.gelu_forward, x)
+    close([y], [y_ref])
+    dx, dx_ref = both(gelu.gelu_backward, x, dy)
+    close([dx], [dx_ref])
+
+
+@pytest.mark.parametrize("n,v", [(1, 1), (7, 9), (2048, 9), (64, 30522)])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_cross_entropy(n, v, smoothing):
+    logits = randn(n, v) * 3
+    targets = rng.integers(0, v, n)
+    targets[::3] = -100
+    out, out_ref = both(cross_entropy.softmax_cross_entropy, logits, targets, -100, smoothing)
+    close(out, out_ref)
+    assert np.all(out[0][targets == -100] == 0) and np.all(out[1][targets == -100] == 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 7), (2, 12, 128, 32)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention(shape, masked):
+    q, k, v, dout = (randn(*shape) for _ in range(4))
+    b, _, t, d = shape
+    mask = None
+    if masked:
+        mask = np.where(rng.random((b, 1, 1, t)) < 0.3, -1e4, 0).astype(np.float32)
+        mask[..., 0] = 0
+    fwd, fwd_ref = both(attention.attention_forward, q, k, v, mask, d ** -0.5)
+    close(fwd, fwd_ref)
+    bwd, bwd_ref = both(attention.attention_backward, dout, q, k, v, fwd_ref[1], d ** -0.5)
+    close(bwd, bwd_ref)
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (9, 13, 17), (67, 130, 45), (2048, 384, 384)])
+def test_matmul_numba(m, k, n):
+    a, b = randn(m, k), randn(k, n)
+    # entries are sums of k products of unit normals: scale the tolerance by sqrt(k)
+    close([matmul.matmul_numba(a, b)], [matmul.matmul_ref(a, b)], scale=np.sqrt(k))
+    c, bias = np.empty((m, n), np.float32), randn(n)
+    matmul.matmul_kernel(a, b, bias, True, c)
+    close([c], [gelu.gelu_forward_ref(matmul.matmul_ref(a, b) + bias)], scale=np.sqrt(k))
+
+
+@pytest.mark.parametrize("g,m,k,n", [(1, 1, 1, 1), (3, 5, 130, 7), (24, 128, 32, 128)])
+def test_bmm_numba(g, m, k, n):
+    a, b = randn(g, m, k), randn(g, k, n)
+    close([matmul.matmul_numba(a, b)], [matmul.matmul_ref(a, b)], scale=np.sqrt(k))
+
+
+def test_matmul_dispatch_and_errors():
+    a, b = randn(4, 6, 5), randn(4, 5, 3)
+    out, ref = both(matmul.matmul, a, b)
+    close([out], [ref])
+    with pytest.raises(ValueError, match="inner dimensions 5 and 4 differ"):
+        matmul.matmul(randn(2, 5), randn(4, 3))
+
+
+@pytest.mark.parametrize("b", [False, True])
+@pytest.mark.parametrize("act", [False, True])
+def test_linear_forward(b, act):
+    x, w = randn(2, 7, 384), randn(1536, 384) * 0.05
+    bias = randn(1536) if b else None
+    (y, h), (y_ref, h_ref) = both(matmul.linear_forward, x, w, bias, act)
+    close([y] + ([h] if act else []), [y_ref] + ([h_ref] if act else []))
+    assert (h is None) == (not act)
+
+
+@pytest.mark.parametrize("shape", [(1,), (1001,), (384, 1536)])
+def test_adamw(shape):
+    p, g, m = randn(*shape), randn(*shape), randn(*shape) * 0.1
+    v = rng.random(shape).astype(np.float32) * 0.01
+    fused, ref = [x.copy() for x in (p, g, m, v)], [x.copy() for x in (p, g, m, v)]
+    with kernels.use("fused"):
+        adamw.adamw_update(*fused, 1e-3, 0.9, 0.999, 1e-8, 0.01, 3)
+    with kernels.use("ref"):
+        adamw.adamw_update(*ref, 1e-3, 0.9, 0.999, 1e-8, 0.01, 3)
+    close(fused, ref)
+
+
+def test_switch_routes_to_references(monkeypatch):
+    """Under use("ref") every wrapper calls its reference (replaced here by a sentinel)."""
+    calls = []
+    for mod, name in [(softmax, "softmax_forward_ref"), (gelu, "gelu_forward_ref"),
+                      (layernorm, "layer_norm_forward_ref"), (matmul, "matmul_ref"),
+                      (cross_entropy, "softmax_cross_entropy_ref"),
+                      (attention, "attention_forward_ref"), (adamw, "adamw_update_ref")]:
+        monkeypatch.setattr(mod, name, lambda *a, _n=name: calls.append(_n) or "ref")
+    x = randn(2, 3)
+    before = kernels.mode()
+    with kernels.use("ref"):
+        assert softmax.softmax_forward(x) == "ref"
+        assert gelu.gelu_forward(x) == "ref"
+        assert matmul.matmul(x, x.T) == "ref"
+        attention.attention_forward(*(randn(1, 1, 2, 2) for _ in range(3)), None, 1.0)
+        adamw.adamw_update(x, x, x, x, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1)
+    assert kernels.mode() == before
+    assert calls == ["softmax_forward_ref", "gelu_forward_ref", "matmul_ref",
+                     "attention_forward_ref", "adamw_update_ref"]
+
+
+def test_float64_runs_the_reference():
+    """float64 (gradient checks) is routed to the reference and keeps its dtype."""
+    x = rng.standard_normal((3, 5))
+    np.testing.assert_array_equal(softmax.softmax_forward(x, 0.5), softmax.softmax_forward_ref(x, 0.5))
+    assert gelu.gelu_forward(x).dtype == np.float64
+
+
+def test_kernels_run_without_jit():
+    """NUMBA_DISABLE_JIT=1 runs the kernels as Python, for stepping through them."""
+    code = (
+        "import numpy as np\n"
+        "from minigrad.kernels import softmax, layernorm, gelu, cross_entropy, attention, matmul\n"
+        "r = np.random.default_rng(0); x = r.standard_normal((3, 5)).astype(np.float32)\n"
+        "assert np.allclose(softmax.softmax_forward(x, 0.5), softmax.softmax_forward_ref(x, 0.5), atol=1e-5)\n"
+        "assert np.allclose(gelu.gelu_backward(x, x), gelu.gelu_backward_ref(x, x), atol=1e-5)\n"
+        "g = np.ones(5, np.float32)\n"
+        "for a, b in zip(layernorm.layer_norm_backward(x, x, g, x.mean(1), np.ones(3, np.float32)),\n"
+        "                layernorm.layer_norm_backward_ref(x, x, g, x.mean(1), np.ones(3, np.float32))):\n"
+        "    assert np.allclose(a, b, atol=1e-5)\n"
+        "l, d = cross_entropy.softmax_cross_entropy(x, np.array([0, -100, 4]))\n"
+        "assert np.allclose(d, cross_entropy.softmax_cross_entropy_ref(x, np.array([0, -100, 4]))[1], atol=1e-5)\n"
+        "q = r.standard_normal((1, 2, 3, 2)).astype(np.float32)\n"
+        "assert np.allclose(attention.attention_forward(q, q, q, None, 0.7)[0],\n"
+        "                   attention.attention_forward_ref(q, q, q, None, 0.7)[0], atol=1e-5)\n"
+        "assert np.allclose(matmul.matmul_numba(x, x.T), x @ x.T, atol=1e-5)\n"
+        "import numba; assert numba.config.DISABLE_JIT\n"
+    )
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", MINIGRAD_KERNELS="fused")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_thread_setting():
+    n = kernels.get_num_threads()
+    kernels.set_num_threads(1)
+    try:
+        assert kernels.get_num_threads() == 1
+    finally:
+        kernels.set_num_threads(n)
