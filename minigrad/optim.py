@@ -95,7 +95,8 @@ class Optimizer:
         name = type(self).__name__
         saved = state_dict["param_groups"]
         if len(saved) != len(self.param_groups):
-            raise ValueError(f"{name}.load_state_dict: {len(saved)} parameter groups saved, {len(self.param_groups)} here")
+            raise ValueError(f"{name}.load_state_dict: {len(saved)} parameter groups saved, "
+                             f"{len(self.param_groups)} here")
         params = {}
         for i, (old, group) in enumerate(zip(saved, self.param_groups)):
             if len(old["params"]) != len(group["params"]):

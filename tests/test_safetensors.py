@@ -92,6 +92,8 @@ def test_safe_open_is_lazy_and_arrays_outlive_it(tmp_path):
         with pytest.raises(KeyError, match="no tensor named 'z'"):
             f.get_tensor("z")
     np.testing.assert_array_equal(x, [0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="after the safe_open block has closed"):
+        f.get_tensor("y")
 
 
 def test_half_precision_upcast(tmp_path):

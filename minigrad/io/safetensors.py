@@ -74,6 +74,10 @@ class _Entry:
         self.name, self.dtype, self.shape, self.begin, self.end = name, dtype, shape, begin, end
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
 def _no_duplicates(pairs):
     """json object_pairs_hook: plain `json.loads` keeps the last of two equal keys silently."""
     obj = {}
@@ -82,10 +86,6 @@ def _no_duplicates(pairs):
             raise _DuplicateKey(key)
         obj[key] = value
     return obj
-
-
-class _DuplicateKey(Exception):
-    pass
 
 
 def _is_int(x):
@@ -238,6 +238,8 @@ class safe_open:
         return dict(self._metadata)
 
     def get_tensor(self, name):
+        if self._buf is None:
+            raise ValueError(f"{self._where}: get_tensor({name!r}) after the safe_open block has closed")
         if name not in self._entries:
             raise KeyError(f"{self._where}: no tensor named {name!r}")
         return _view(self._buf, self._data_start, self._entries[name], self._upcast, self._where)
