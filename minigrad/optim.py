@@ -173,9 +173,10 @@ class Adam(Optimizer):
         else:  # Adam's L2: fold the decay into the gradient, then run the same update without decay
             g = g + wd * p if wd else g
             decay = 0.0
-        # module attribute lookup, so the Numba/reference switch in the kernel layer applies
-        adamw_kernel.adamw_update(p, g, state["exp_avg"], state["exp_avg_sq"], group["lr"], beta1, beta2,
-                                  group["eps"], decay, state["step"])
+        # module attribute lookup, so the Numba/reference switch in the kernel layer applies; plain
+        # floats, so a user's int 0 or a NumPy scalar never asks Numba for another specialisation
+        adamw_kernel.adamw_update(p, g, state["exp_avg"], state["exp_avg_sq"], float(group["lr"]), float(beta1),
+                                  float(beta2), float(group["eps"]), float(decay), int(state["step"]))
 
 
 class AdamW(Adam):
