@@ -1,0 +1,232 @@
+"""Kernel benchmark: reference vs fused (Numba) vs NumPy/BLAS vs torch, one table.
+
+    python -m benchmarks.kernels            (MINIGRAD_NUM_THREADS sets the threads)
+
+Checks every fused kernel against its reference first, warms up (reporting Numba's compile or
+cache-load time apart), then times the median of repeats. Forward and backward are timed
+together for the ops that have both ("fwd+bwd"). Not a test: it asserts only correctness.
+"""
+import datetime
+import platform
+import statistics
+import subprocess
+import time
+
+import numpy as np
+import numba
+
+from minigrad import kernels
+from minigrad.kernels import attention, cross_entropy, gelu, layernorm, matmul, softmax
+
+try:
+    import torch
+    torch.set_num_threads(kernels.get_num_threads())
+except ImportError:
+    torch = None
+
+rng = np.random.default_rng(0)
+REPEATS = 15
+
+
+def randn(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def timeit(fn, repeats=REPEATS):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def cpu_name():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def ref(fn):
+    def run():
+        with kernels.use("ref"):
+            fn()
+    return run
+
+
+def cases():
+    """(name, shape, work, unit, reference, fused, numpy/BLAS or None, torch or None, check)."""
+    out = []
+    for m, k, n in [(2048, 384, 384), (2048, 384, 1536), (2048, 1536, 384),
+                    (512, 512, 512), (1024, 1024, 1024)]:
+        a, b = randn(m, k), randn(k, n)
+        ta, tb = (torch.from_numpy(a), torch.from_numpy(b)) if torch else (None, None)
+        out.append(("matmul (numba)", f"{m}x{k}x{n}", 2 * m * k * n, "GFLOP/s",
+                    lambda a=a, b=b: matmul.matmul_ref(a, b),
+                    lambda a=a, b=b: matmul.matmul_numba(a, b),
+                    lambda a=a, b=b: np.matmul(a, b),
+                    torch and (lambda ta=ta, tb=tb: ta @ tb),
+                    lambda a=a, b=b: np.allclose(matmul.matmul_numba(a, b), a @ b, atol=1e-3)))
+        out.append(("matmul (dispatched)", f"{m}x{k}x{n}", 2 * m * k * n, "GFLOP/s",
+                    lambda a=a, b=b: matmul.matmul_ref(a, b),
+                    lambda a=a, b=b: matmul.matmul(a, b),
+                    lambda a=a, b=b: np.matmul(a, b),
+                    torch and (lambda ta=ta, tb=tb: ta @ tb), None))
+    g = randn(192, 128, 32), randn(192, 32, 128)
+    out.append(("bmm (numba)", "192x128x32x128", 2 * 192 * 128 * 32 * 128, "GFLOP/s",
+                lambda: matmul.matmul_ref(*g), lambda: matmul.matmul_numba(*g),
+                lambda: np.matmul(*g), torch and (lambda t=[torch.from_numpy(x) for x in g]: t[0] @ t[1]),
+                lambda: np.allclose(matmul.matmul_numba(*g), np.matmul(*g), atol=1e-3)))
+
+    x, w, bb = randn(2048, 384), randn(1536, 384) * 0.05, randn(1536)
+    tx, tw, tbb = (torch.from_numpy(v) for v in (x, w, bb)) if torch else (None,) * 3
+    out.append(("linear+bias+GELU fwd", "2048x384->1536", 2 * 2048 * 384 * 1536, "GFLOP/s",
+                ref(lambda: matmul.linear_forward(x, w, bb, True)),
+                lambda: matmul.linear_forward(x, w, bb, True),
+                lambda: gelu.gelu_forward_ref(x @ w.T + bb),
+                torch and (lambda: torch.nn.functional.gelu(torch.nn.functional.linear(tx, tw, tbb))),
+                lambda: np.allclose(matmul.linear_forward(x, w, bb, True)[0],
+                                    matmul.linear_forward_ref(x, w, bb, True)[0], atol=1e-4)))
+
+    B, H, T, D = 16, 12, 128, 32
+    q, k, v, do = (randn(B, H, T, D) for _ in range(4))
+    mask = np.zeros((B, 1, 1, T), np.float32)
+    mask[:, :, :, 100:] = -1e4
+    sc = D ** -0.5
+
+    def att(mode):
+        def run():
+            with kernels.use(mode):
+                o, p = attention.attention_forward(q, k, v, mask, sc)
+                attention.attention_backward(do, q, k, v, p, sc)
+        return run
+
+    def att_np():      # the unfused composition: BLAS batched matmuls + NumPy softmax
+        o, p = attention.attention_forward_ref(q, k, v, mask, sc)
+        attention.attention_backward_ref(do, q, k, v, p, sc)
+
+    def att_torch(t=[torch.from_numpy(a).requires_grad_() for a in (q, k, v)] if torch else None,
+                  tm=torch and torch.from_numpy(mask), tdo=torch and torch.from_numpy(do)):
+        o = torch.nn.functional.scaled_dot_product_attention(*t, attn_mask=tm, scale=sc)
+        o.backward(tdo)
+
+    def att_check():
+        o, p = attention.attention_forward(q, k, v, mask, sc)
+        ro, rp = attention.attention_forward_ref(q, k, v, mask, sc)
+        g = attention.attention_backward(do, q, k, v, p, sc)
+        rg = attention.attention_backward_ref(do, q, k, v, rp, sc)
+        return all(np.allclose(a, b, atol=1e-4) for a, b in zip((o, p) + g, (ro, rp) + rg))
+    flops = 2 * B * H * T * T * D * (2 + 4)
+    out.append(("attention fwd+bwd", f"{B},{H},{T},{D}", flops, "GFLOP/s", att("ref"), att("fused"),
+                None, torch and att_torch, att_check))
+
+    s = randn(B, H, T, T)
+
+    def sm(mode):
+        def run():
+            with kernels.use(mode):
+                y = softmax.softmax_forward(s, sc, mask)
+                softmax.softmax_backward(y, s, sc)
+        return run
+    ts = torch and torch.from_numpy(s)
+    tmask = torch and torch.from_numpy(mask)
+
+    def sm_torch():
+        y = torch.softmax(ts * sc + tmask, -1)
+        torch._softmax_backward_data(ts, y, -1, torch.float32) * sc
+    out.append(("softmax fwd+bwd", f"{B},{H},{T},{T}", 4 * 4 * s.size, "GB/s", sm("ref"), sm("fused"),
+                None, torch and sm_torch,
+                lambda: np.allclose(softmax.softmax_forward(s, sc, mask),
+                                    softmax.softmax_forward_ref(s, sc, mask), atol=1e-5)))
+
+    x, dy, gm, bt = randn(2048, 384), randn(2048, 384), randn(384), randn(384)
+
+    def ln(mode):
+        def run():
+            with kernels.use(mode):
+                y, mu, rs = layernorm.layer_norm_forward(x, gm, bt, 1e-12)
+                layernorm.layer_norm_backward(dy, x, gm, mu, rs)
+        return run
+    if torch:
+        tx, tdy, tg, tb = (torch.from_numpy(a).requires_grad_() for a in (x, dy, gm, bt))
+
+    def ln_torch():
+        torch.nn.functional.layer_norm(tx, (384,), tg, tb, 1e-12).backward(tdy)
+    out.append(("layernorm fwd+bwd", "2048x384", 4 * 6 * x.size, "GB/s", ln("ref"), ln("fused"),
+                None, torch and ln_torch,
+                lambda: np.allclose(layernorm.layer_norm_forward(x, gm, bt, 1e-12)[0],
+                                    layernorm.layer_norm_forward_ref(x, gm, bt, 1e-12)[0], atol=1e-4)))
+
+    h, dh = randn(2048, 1536), randn(2048, 1536)
+
+    def ge(mode):
+        def run():
+            with kernels.use(mode):
+                gelu.gelu_forward(h)
+                gelu.gelu_backward(h, dh)
+        return run
+    if torch:
+        th, tdh = torch.from_numpy(h).requires_grad_(), torch.from_numpy(dh)
+
+    def ge_torch():
+        torch.nn.functional.gelu(th).backward(tdh)
+    out.append(("GELU fwd+bwd", "2048x1536", 4 * 5 * h.size, "GB/s", ge("ref"), ge("fused"),
+                None, torch and ge_torch,
+                lambda: np.allclose(gelu.gelu_backward(h, dh), gelu.gelu_backward_ref(h, dh), atol=1e-5)))
+
+    for V in (30522, 9):
+        lg = randn(2048, V)
+        tg_ = rng.integers(0, V, 2048)
+
+        def ce(mode, lg=lg, tg_=tg_):
+            def run():
+                with kernels.use(mode):
+                    cross_entropy.softmax_cross_entropy(lg, tg_)
+            return run
+        if torch:
+            tl, tt = torch.from_numpy(lg).requires_grad_(), torch.from_numpy(tg_)
+
+        def ce_torch(tl=torch and tl, tt=torch and tt):
+            torch.nn.functional.cross_entropy(tl, tt, reduction="sum").backward()
+        out.append(("cross-entropy fwd+bwd", f"2048x{V}", 4 * 2 * lg.size, "GB/s", ce("ref"),
+                    ce("fused"), None, torch and ce_torch,
+                    lambda ce=ce: all(np.allclose(a, b, atol=1e-5) for a, b in
+                                      zip(ce("fused")() or cross_entropy.softmax_cross_entropy(lg, tg_),
+                                          cross_entropy.softmax_cross_entropy_ref(lg, tg_)))))
+    return out
+
+
+def main():
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    print(f"# {datetime.date.today()} commit {commit} | {cpu_name()} | threads {kernels.get_num_threads()}"
+          f" | numpy {np.__version__} | numba {numba.__version__} | torch "
+          f"{torch.__version__ if torch else 'not installed'}")
+    all_cases = cases()
+    t0 = time.perf_counter()
+    for name, shape, *_, check in all_cases:          # compile (or load from cache) and check
+        if check is not None and not check():
+            raise SystemExit(f"{name} {shape}: fused and reference disagree")
+    print(f"# correctness checked; Numba compile/cache load + first runs: {time.perf_counter() - t0:.1f} s")
+    print("| op | shape | reference ms | fused ms | np/BLAS ms | torch ms | speedup vs ref | "
+          "fused vs BLAS | fused vs torch | fused rate |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    fmt = lambda t: "-" if t is None else f"{t * 1e3:.2f}"
+    for name, shape, work, unit, f_ref, f_fused, f_np, f_torch, _ in all_cases:
+        r = timeit(f_ref, 3 if "30522" in shape or "numba" in name else REPEATS)
+        f = timeit(f_fused)
+        n = timeit(f_np) if f_np else None
+        t = timeit(f_torch) if f_torch else None
+        rate = work / f / 1e9
+        print(f"| {name} | {shape} | {fmt(r)} | {fmt(f)} | {fmt(n)} | {fmt(t)} | {r / f:.1f}x | "
+              f"{'-' if n is None else f'{n / f:.2f}x'} | {'-' if t is None else f'{t / f:.2f}x'} | "
+              f"{rate:.1f} {unit} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
