@@ -220,14 +220,22 @@ def read_adapter_config(folder):
         return LoraConfig.from_peft_dict(json.load(f), path)
 
 
+def _adapter_shape(config):
+    """What must agree for saved A/B to mean the same thing: the order of target names does not."""
+    targets = config.target_modules
+    return config.r, config.scaling, targets if isinstance(targets, str) else frozenset(targets)
+
+
 def load_adapter(model, folder):
     """Apply the adapter saved in `folder` to `model` (applying LoRA first if needed) and load it."""
     config = read_adapter_config(folder)
     if getattr(model, "peft_config", None) is None:
         apply_lora(model, config)
-    elif (model.peft_config.r, model.peft_config.target_modules) != (config.r, config.target_modules):
-        raise ValueError(f"load_adapter({folder}): adapter has r={config.r}, targets {config.target_modules}; "
-                         f"the model has r={model.peft_config.r}, targets {model.peft_config.target_modules}")
+    elif _adapter_shape(model.peft_config) != _adapter_shape(config):
+        have = model.peft_config
+        raise ValueError(f"load_adapter({folder}): adapter has r={config.r}, targets {config.target_modules}, "
+                         f"scaling {config.scaling:g}; the model has r={have.r}, targets "
+                         f"{have.target_modules}, scaling {have.scaling:g}")
     path = os.path.join(folder, ADAPTER_WEIGHTS)
     saved = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in load_file(path).items()}
     own = dict(model.named_parameters())
