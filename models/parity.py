@@ -6,8 +6,9 @@ loads one BERT folder (config.json, model.safetensors, tokenizer.json; default: 
 all-MiniLM-L6-v2) into both implementations, runs a built-in batch of varied sentences (short
 and long, so there is padding, and one sentence pair, so token type 1 is used) and prints one row
 per stage: the embedding output, each encoder layer's output, and the pooler. Exit status 1 when
-any error exceeds the tolerance (1e-4), 0 when all pass, and 0 with a message when transformers
-is not installed (it is an optional comparison extra, never a dependency).
+any error exceeds the tolerance (1e-4), 2 when the folder cannot be loaded, 0 when all pass, and
+0 with a message when transformers is not installed (an optional comparison extra, never a
+dependency).
 
 Hidden states are compared at real tokens only (attention_mask 1). A padding position's state
 is never read (pooling skips it, attention masks it as a key), and it is badly conditioned:
@@ -126,14 +127,19 @@ def check_parity(folder):
     return parity_rows(ours, theirs, batch["attention_mask"]), batch
 
 
+def failed_stages(rows, tolerance=TOLERANCE):
+    """The stages whose max abs or max rel error exceeds `tolerance` (padding is not judged)."""
+    return [name for name, max_abs, max_rel, _ in rows if max_abs > tolerance or max_rel > tolerance]
+
+
 def format_table(rows, tolerance=TOLERANCE):
+    failed = failed_stages(rows, tolerance)
     lines = [f"{'stage':<12} {'max abs':>10} {'max rel':>10} {'pad abs':>10}  status",
              "-" * 54]
     for name, max_abs, max_rel, pad in rows:
-        ok = max_abs <= tolerance and max_rel <= tolerance
         pad_text = "-" if np.isnan(pad) else f"{pad:.2e}"
         lines.append(f"{name:<12} {max_abs:>10.2e} {max_rel:>10.2e} {pad_text:>10}  "
-                     f"{'ok' if ok else 'FAIL'}")
+                     f"{'FAIL' if name in failed else 'ok'}")
     return "\n".join(lines)
 
 
@@ -157,15 +163,18 @@ def main(argv=None):
         print(f"parity check skipped: transformers and torch are needed to compare ({e}); "
               "install them with the test extras, e.g. `pip install torch==2.13.0 transformers`")
         return 0
-    folder = args.check_parity or default_model_dir()
-    rows, batch = check_parity(folder)
+    try:
+        folder = args.check_parity or default_model_dir()
+        rows, batch = check_parity(folder)
+    except (FileNotFoundError, ValueError) as e:  # a folder that is not a loadable BERT
+        print(f"parity check failed to load the model: {e}", file=sys.stderr)
+        return 2
     B, T = batch["input_ids"].shape
     print(f"minigrad vs transformers {transformers.__version__}: {folder}")
     print(f"batch of {B} sequences, {T} tokens padded ({int(batch['attention_mask'].sum())} real); "
           "hidden states compared at real tokens, 'pad abs' (padding positions) for information")
     print(format_table(rows, args.tolerance))
-    failed = [name for name, max_abs, max_rel, _ in rows
-              if max_abs > args.tolerance or max_rel > args.tolerance]
+    failed = failed_stages(rows, args.tolerance)
     if failed:
         print(f"FAIL: {', '.join(failed)} exceed {args.tolerance:g}")
         return 1

@@ -11,6 +11,7 @@ Hidden states are compared at real tokens only: a padding position's state is ne
 transformers' own eager and SDPA attention already differ there by ~1e-4 (see models/parity.py).
 """
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -83,6 +84,24 @@ def test_parity_tool_exit_status(folder, torch, capsys):
     assert parity.main(["--check-parity", str(folder)]) == 0
     table = capsys.readouterr().out
     assert "layer 6" in table and "pooler" in table and "FAIL" not in table
+
+
+def test_parity_tool_flags_errors_above_tolerance():
+    rows = [("embeddings", 1e-6, 1e-7, 1e-6), ("layer 1", 3e-4, 2e-5, 1e-3),
+            ("pooler", 1e-6, 2e-4, float("nan"))]
+    assert parity.failed_stages(rows, 1e-4) == ["layer 1", "pooler"]
+    assert parity.format_table(rows, 1e-4).count("FAIL") == 2
+
+
+def test_parity_tool_without_transformers(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    assert parity.main(["--check-parity"]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_parity_tool_unloadable_folder(tmp_path, torch, capsys):
+    assert parity.main(["--check-parity", str(tmp_path)]) == 2
+    assert "tokenizer.json" in capsys.readouterr().err
 
 
 # ---- backward parity -------------------------------------------------------------------------
@@ -244,7 +263,8 @@ def test_sts_zero_shot_matches_transformers(folder, theirs, torch, tmp_path):
     assert result["pairs"] == 200
 
     examples = sts_b().test[:200]
-    emb = lambda texts: torch_sentence_embeddings(torch, theirs, folder, texts, result["max_length"])  # noqa: E731
-    scores = np.einsum("nc,nc->n", emb([e.text for e in examples]), emb([e.text_pair for e in examples]))
+    first, second = (torch_sentence_embeddings(torch, theirs, folder, texts, result["max_length"])
+                     for texts in ([e.text for e in examples], [e.text_pair for e in examples]))
+    scores = np.einsum("nc,nc->n", first, second)
     reference = 100.0 * spearman(scores, [e.label for e in examples])
     assert abs(result["spearman"] - reference) <= 0.1, (result["spearman"], reference)
