@@ -7,7 +7,6 @@ A task module (`classify`, `ner`, `similarity`) supplies a `Task`: how to read i
 examples into Encoded sets, which model class to build and how to score predictions.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -49,7 +48,7 @@ def build_parser(task_name, presets, default_preset, epochs=3):
     data.add_argument("--valid", help="your own validation file (needed with --train)")
     data.add_argument("--test", help="your own test file (optional)")
     data.add_argument("--max-train", type=int, help="train on a seeded random subset of N examples")
-    data.add_argument("--max-length", type=int, default=128, help="tokens per example (truncated beyond)")
+    data.add_argument("--max-length", type=int, help="tokens per example, truncated beyond (default 128)")
     m = p.add_argument_group("method")
     m.add_argument("--method", choices=("head", "lora", "full"), default="lora")
     m.add_argument("--model", help="a BERT folder (config.json, model.safetensors, tokenizer.json); "
@@ -79,6 +78,7 @@ def finish_args(args, task_name):
     if args.train and not args.valid:
         raise SystemExit(f"tasks.{task_name}: --train needs --valid as well")
     args.lr = args.lr or DEFAULT_LR[args.method]
+    args.max_length = args.max_length or 128
     args.out = args.out or os.path.join("runs", f"{task_name}-{args.method}")
     args.model = str(args.model or default_model_dir())
     return args
@@ -197,6 +197,3 @@ def plot_losses(history, path):
     fig.savefig(path)
     plt.close(fig)
 
-
-def print_json(obj):
-    print(json.dumps(obj, indent=2, default=str))

@@ -1,37 +1,74 @@
 """The sentence-similarity command line (STS-benchmark):
 
     python -m tasks.similarity --zero-shot [--split test|dev] [--out FILE] [--model DIR]
+    python -m tasks.similarity [--method head|lora|full] [--train FILE --valid FILE] ...
 
 `--zero-shot` scores each pair by the cosine of the two sentence embeddings, with no training,
-and prints Spearman and Pearson x 100 against the gold ratings. The evaluation itself lives in
-`tasks/sts.py`; this module only parses arguments and prints.
+and prints Spearman and Pearson x 100 against the gold ratings (the evaluation lives in
+`tasks/sts.py`). Without it, BERT is fine-tuned as a cross-encoder: both sentences in one input,
+a regression head (num_labels=1, mean-squared error) predicting the 0-5 score; your own files
+are CSV/JSONL with `text`, `text_pair` and a numeric `label`.
 """
-import argparse
 import sys
 
+import numpy as np
+
+from models.bert_tasks import BertForSequenceClassification
+from tasks import data as datasets
 from tasks import sts
+from tasks.batching import encode_texts
+from tasks.cli import Task, build_parser, finish_args, run
+
+PRESETS = ("sts_b",)
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m tasks.similarity",
-                                     description="Sentence similarity on the STS-benchmark.")
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--zero-shot", action="store_true",
-                      help="evaluate the sentence embeddings as they are, without training")
+def load(args):
+    if args.train:
+        data = datasets.load_classification_files(args.train, args.valid, args.test)
+        for split in (data.train, data.valid, data.test or []):
+            for i, e in enumerate(split):
+                try:
+                    split[i] = e._replace(label=float(e.label))
+                except ValueError:
+                    raise SystemExit(f"tasks.similarity: label {e.label!r} is not a number "
+                                     "(similarity needs numeric scores)") from None
+        data.label_names = []
+        return data
+    return datasets.PRESETS[args.preset]()
+
+
+def encode(tokenizer, examples, label_names, args):
+    if any(e.text_pair is None for e in examples):
+        raise SystemExit("tasks.similarity: every example needs a text_pair (the second sentence)")
+    return encode_texts(tokenizer, [e.text for e in examples], [float(e.label) for e in examples],
+                        text_pairs=[e.text_pair for e in examples], max_length=args.max_length)
+
+
+def evaluate(logits, encoded, examples, label_names):
+    pred = np.array([float(lg[0]) for lg in logits])
+    result = sts.correlations(pred, np.array(encoded.labels))
+    return result, (f"Spearman x100 {result['spearman']:.2f}   Pearson x100 {result['pearson']:.2f}"
+                    f"   ({len(pred)} pairs)\n")
+
+
+TASK = Task("similarity", PRESETS, BertForSequenceClassification, "spearman", load, encode,
+            evaluate, num_labels=lambda names: 1)
+
+
+def build_similarity_parser():
+    parser = build_parser("similarity", PRESETS, "sts_b")
+    parser.add_argument("--zero-shot", action="store_true",
+                        help="evaluate the sentence embeddings as they are, without training")
     parser.add_argument("--split", choices=sorted(sts.SPLITS), default="test",
-                        help="STS-B split to evaluate (default: test)")
-    parser.add_argument("--out", metavar="FILE", help="write the results to FILE as JSON")
-    parser.add_argument("--model", metavar="DIR",
-                        help="BERT folder (default: the bundled all-MiniLM-L6-v2)")
-    parser.add_argument("--max-length", type=int,
-                        help="tokens per sentence (default: the model's max_seq_length, else 128)")
+                        help="with --zero-shot: STS-B split to evaluate (default: test)")
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if args.zero_shot:
-        result = sts.zero_shot(args.model, args.split, args.out, max_length=args.max_length)
+    args = build_similarity_parser().parse_args(argv)
+    if not args.zero_shot:
+        return run(TASK, finish_args(args, "similarity"))
+    result = sts.zero_shot(args.model, args.split, args.out, max_length=args.max_length)
     print(f"STS-B {result['split']} ({result['pairs']} pairs, {result['mode']}, max_length "
           f"{result['max_length']}): Spearman {result['spearman']:.2f}  "
           f"Pearson {result['pearson']:.2f}  ({result['seconds']:.0f} s)")
@@ -41,4 +78,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(sys.argv[1:])
