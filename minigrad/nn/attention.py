@@ -51,7 +51,10 @@ class MultiHeadSelfAttention(Module):
         q = split_heads(self.query(x), self.num_heads)  # (B, H, T, D)
         k = split_heads(self.key(x), self.num_heads)
         v = split_heads(self.value(x), self.num_heads)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
+        try:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
+        except ValueError as err:  # a wrong mask: say which layer received it
+            raise ValueError(f"MultiHeadSelfAttention: {err}") from None
         return self.dropout(self.out(merge_heads(ctx)))
 
 
@@ -77,6 +80,8 @@ class TransformerEncoderLayer(Module):
         return self.dropout(self.ffn_out(self.act(self.ffn_in(x))))
 
     def forward(self, x, mask=None):
+        # checked here too: pre-LN would otherwise report the error as LayerNorm's
+        check_float_input(self, x, self.attn.hidden_size)
         if self.norm_first:
             x = x + self.attn(self.norm1(x), mask)
             return x + self.ffn(self.norm2(x))

@@ -109,6 +109,7 @@ class GELU(Module):
         self.approximate = approximate
 
     def forward(self, x):
+        check_float_input(self, x)
         return F.gelu(x, approximate=self.approximate)
 
 

@@ -1,0 +1,84 @@
+"""A small generic encoder-only Transformer, built only from `minigrad.nn`.
+
+This is the model of the teaching job `tasks/toy.py`: it reads the way the architecture is
+drawn, bottom to top, and shows that the layers below it (nn, ops, kernels) are enough to learn
+from scratch. BERT (`models/bert.py`) is the same idea with a checkpoint's names and sizes.
+
+    ids (B, T) int --tok_emb + pos_emb--> (B, T, C) --N x encoder layer--> (B, T, C)
+        --[final LayerNorm if pre-LN]--> --head--> logits (B, T, K)
+
+Shapes: B batch, T tokens, C width (hidden_size), K outputs per token (num_labels).
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from minigrad import Tensor, nn
+from minigrad.nn import init
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int
+    num_labels: int            # K, the size of each token's output
+    max_len: int               # the longest sequence the position table covers
+    hidden_size: int = 64      # C
+    num_layers: int = 2
+    num_heads: int = 4         # H; head size D = C / H
+    ffn_size: int = 256        # F
+    dropout: float = 0.0
+    norm_first: bool = True    # pre-LN trains stably from scratch without careful warmup
+    eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class Transformer(nn.Module):
+    """ids (B, T) int, attention_mask (B, T) of 1/0 or None -> per-token logits (B, T, K) float32."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.pos_emb = nn.Embedding(c.max_len, c.hidden_size)
+        self.dropout = nn.Dropout(c.dropout)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(c.hidden_size, c.num_heads, c.ffn_size, c.dropout, c.eps,
+                                       norm_first=c.norm_first)
+            for _ in range(c.num_layers))
+        # Pre-LN leaves the residual stream un-normalised after the last layer; post-LN layers
+        # already end in a LayerNorm, so a second one would add nothing.
+        self.norm = nn.LayerNorm(c.hidden_size, c.eps) if c.norm_first else None
+        self.head = nn.Linear(c.hidden_size, c.num_labels)
+        self._init_weights()
+
+    def _init_weights(self):
+        # BERT's and GPT-2's scheme: small normal weights and zero biases keep the residual
+        # stream near unit scale at the start, whatever the depth; torch-style defaults
+        # (embeddings ~ N(0, 1)) would make the embeddings dominate every layer's output.
+        for name, p in self.named_parameters():
+            if "norm" in name:
+                continue  # LayerNorm keeps weight 1, bias 0
+            if name.endswith("bias"):
+                init.zeros_(p)
+            else:
+                init.normal_(p, 0.0, self.config.initializer_range)
+
+    def forward(self, ids, attention_mask=None):
+        ids = np.asarray(ids.data if isinstance(ids, Tensor) else ids)
+        if ids.ndim != 2:
+            raise ValueError(f"Transformer: expected ids of shape (B, T), got {ids.shape}")
+        B, T = ids.shape
+        if T > self.config.max_len:
+            raise ValueError(f"Transformer: sequence length {T} exceeds max_len {self.config.max_len}")
+        mask = None if attention_mask is None else nn.additive_mask(attention_mask)  # (B, 1, 1, T)
+        x = self.tok_emb(ids) + self.pos_emb(np.arange(T))  # (B, T, C) + (T, C) -> (B, T, C)
+        x = self.dropout(x)
+        for layer in self.layers:
+            x = layer(x, mask)  # (B, T, C)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.head(x)  # (B, T, K)
