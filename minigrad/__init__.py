@@ -9,6 +9,7 @@ from .tensor import Tensor, get_rng, manual_seed, ones, randn, tensor, zeros
 from . import functional
 from .functional import cat, matmul, maximum, minimum, stack, where
 from . import testing, viz
+from .anomaly import detect_anomaly
 from .profiler import profile
 
 __version__ = "0.1.0"
