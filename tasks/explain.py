@@ -1,0 +1,318 @@
+"""`python -m tasks.explain`: what one training step of head | lora | full will cost, before
+training, and why.
+
+    python -m tasks.explain --method lora --r 8 --target-modules query,value \\
+        --batch-size 16 --max-length 128 [--model DIR] [--measure]
+
+It builds the model exactly as `tasks.train.prepare_model` does and runs ONE forward pass with
+grad on a batch of the requested shape (B, T) (every row full length: the worst case), with a
+hook on every op. From that single pass it reads, without running any backward:
+
+  parameters      trainable and frozen; gradients and AdamW state (m and v, 2 x 4 bytes each)
+                  exist for trainable parameters only;
+  activations     bytes the graph keeps for backward: the arrays in each node's ctx.saved and
+                  ctx.__dict__, counted once per underlying buffer (q, k, v share one saved x),
+                  weights excluded. Measured, not estimated;
+  FLOPs           of the matrix products (Linear, MatMul, attention; 2 per multiply-add), forward
+                  from the hook, backward from each recorded node's `needs_input_grad`: a frozen
+                  weight costs no dW product, an input that needs no gradient no dX product, and
+                  ops run outside the graph (the frozen encoder under head-only) no backward;
+  ms/step         predicted as sum(FLOPs / rate) over the product shapes, the rate being
+                  np.matmul's GFLOP/s timed here, now, at each shape. A lower bound: softmax,
+                  layernorm, GELU, dropout and the optimizer are memory-bound and not counted.
+
+`--measure` then runs a few real AdamW steps and prints measured against predicted time and the
+process's peak resident memory. The answer to "why is LoRA not 3x faster?" is in the table: LoRA
+removes the dW products and the optimizer state, but the forward and every dX product still run.
+
+Shapes: B batch, T tokens, C width, F feed-forward width, N = B*T rows, r LoRA rank.
+"""
+import argparse
+import resource
+import statistics
+import time
+
+import numpy as np
+
+import minigrad
+from minigrad import function, optim
+from minigrad.nn import lora
+from minigrad.profiler import _forward_flops
+from models.bert import default_model_dir
+from models.bert_tasks import BertForSequenceClassification
+from tasks.train import prepare_model
+
+PRODUCTS = ("Linear", "MatMul", "ScaledDotProductAttention")
+PARTS = ("encoder", "lora", "head")  # head = pooler + classifier
+
+
+def _part(param_name):
+    if ".lora_A." in param_name or ".lora_B." in param_name:
+        return "lora"
+    if param_name.startswith(("classifier.", "bert.pooler.")):
+        return "head"
+    return "encoder"
+
+
+def _gemm_shape(cls, arrays):
+    """The (batch, M, K, N) of the product an op runs, the key its rate is timed at."""
+    if cls.__name__ == "Linear":
+        x, w = arrays[0], arrays[1]
+        return (1, x.size // x.shape[-1], w.shape[1], w.shape[0])
+    a, b = arrays[0], arrays[1]
+    if cls.__name__ == "MatMul":
+        batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
+        return (batch, a.shape[-2], a.shape[-1], b.shape[-1])
+    B, H, T, D = a.shape  # attention: timed as its Q K^T product
+    return (B * H, T, D, b.shape[-2])
+
+
+class _ForwardCounter:
+    """A hook (function._op_hooks protocol) adding up forward FLOPs per (part, GEMM shape) of
+    every product op, inside the graph or not."""
+
+    def __init__(self, names):
+        self.names = names  # id(parameter array) -> parameter name
+        self.flops = {}  # (part, shape) -> FLOPs
+
+    def before_forward(self, cls, arrays):
+        return None
+
+    def after_forward(self, cls, arrays, out, token):
+        if cls.__name__ in PRODUCTS:
+            part = _part(self.names.get(id(arrays[1]), "")) if cls.__name__ == "Linear" else "encoder"
+            key = (part, _gemm_shape(cls, arrays))
+            self.flops[key] = self.flops.get(key, 0) + _forward_flops(cls, arrays, out)
+
+    def before_backward(self, fn, grad):
+        return None
+
+    def after_backward(self, fn, grad, input_grads, token):
+        pass
+
+
+def _nodes(root):
+    """Every recorded node reachable from `root`, each once."""
+    return [t._node for t in function._topological_order(root) if t._node is not None]
+
+
+def _backward_flops(nodes, names):
+    """(part, shape) -> [dX FLOPs, dW FLOPs] the backward will run, read from needs_input_grad.
+
+    Each gradient a product computes is one product of the forward's size; the fused attention
+    backward computes dq, dk and dv together (four T x T x D products) once any is needed."""
+    out = {}
+    for node in nodes:
+        name = node.fn.__name__
+        if name not in PRODUCTS:
+            continue
+        arrays = [t.data for t in node.inputs]
+        fwd = _forward_flops(node.fn, arrays, np.empty(_out_shape(name, arrays), np.bool_))
+        needs = node.ctx.needs_input_grad
+        if name == "Linear":
+            key = (_part(names.get(id(arrays[1]), "")), _gemm_shape(node.fn, arrays))
+            dx, dw = fwd * needs[0], fwd * needs[1]
+        elif name == "MatMul":
+            key, dx, dw = ("encoder", _gemm_shape(node.fn, arrays)), fwd * (needs[0] + needs[1]), 0
+        else:
+            key, dx, dw = ("encoder", _gemm_shape(node.fn, arrays)), 2 * fwd * any(needs[:3]), 0
+        acc = out.setdefault(key, [0, 0])
+        acc[0] += dx
+        acc[1] += dw
+    return out
+
+
+def _out_shape(name, arrays):
+    """Output shape of a product op from its inputs (only its size is used for FLOPs)."""
+    a, b = arrays[0], arrays[1]
+    if name == "Linear":
+        return a.shape[:-1] + (b.shape[0],)
+    if name == "MatMul":
+        return np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    return a.shape
+
+
+def saved_bytes(nodes, param_arrays):
+    """Bytes the graph holds for backward, by op: arrays in ctx.saved and ctx.__dict__, each
+    underlying buffer once, parameters excluded (they exist whether or not we train)."""
+    seen = {id(_root(p)) for p in param_arrays}
+    by_op = {}
+    for node in nodes:
+        arrays = [a for a in (*node.ctx.saved, *node.ctx.__dict__.values()) if isinstance(a, np.ndarray)]
+        for a in arrays:
+            root = _root(a)
+            if id(root) in seen:
+                continue
+            seen.add(id(root))
+            by_op[node.fn.__name__] = by_op.get(node.fn.__name__, 0) + root.nbytes
+    return by_op
+
+
+def _root(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def make_batch(config, batch_size, max_length, num_labels, seed=0):
+    """Random token ids (B, T), every row full length, and labels (B,)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, config.vocab_size, (batch_size, max_length))
+    return ids, np.ones_like(ids), np.zeros_like(ids), rng.integers(0, num_labels, batch_size)
+
+
+def analyse(model, batch_size, max_length):
+    """Run one forward with grad on a (B, T) batch and count everything above. Returns a dict."""
+    names = {id(p.data): n for n, p in model.named_parameters()}
+    counter = _ForwardCounter(names)
+    ids, mask, types, labels = make_batch(model.config, batch_size, max_length, model.num_labels)
+    model.train()
+    function._op_hooks.append(counter)
+    try:
+        loss = model(ids, mask, types, labels=labels).loss
+    finally:
+        function._op_hooks.remove(counter)
+    nodes = _nodes(loss)
+    backward = _backward_flops(nodes, names) if loss.requires_grad else {}
+    flops = {}
+    for key in set(counter.flops) | set(backward):
+        dx, dw = backward.get(key, (0, 0))
+        flops[key] = {"forward": counter.flops.get(key, 0), "dx": dx, "dw": dw}
+    trainable = model.num_parameters(trainable_only=True)
+    return {"trainable": trainable, "total": model.num_parameters(), "flops": flops,
+            "saved": saved_bytes(nodes, [p.data for p in model.parameters()])}
+
+
+def by_part(flops):
+    """{part: {forward, dx, dw, skipped}}; `skipped` is what full fine-tuning would add: every
+    product's backward costs twice its forward when every weight and input needs a gradient."""
+    parts = {p: {"forward": 0, "dx": 0, "dw": 0, "skipped": 0} for p in PARTS}
+    for (part, _), f in flops.items():
+        row = parts[part]
+        for k in ("forward", "dx", "dw"):
+            row[k] += f[k]
+        row["skipped"] += 2 * f["forward"] - f["dx"] - f["dw"]
+    if parts["lora"]["forward"] == 0:
+        del parts["lora"]
+    return parts
+
+
+def gemm_rates(shapes, repeats=5):
+    """GFLOP/s of np.matmul at each (batch, M, K, N), float32, median of `repeats` after a warm-up."""
+    rng = np.random.default_rng(0)
+    rates = {}
+    for batch, m, k, n in shapes:
+        a = rng.standard_normal((batch, m, k), dtype=np.float32)
+        b = rng.standard_normal((batch, k, n), dtype=np.float32)
+        np.matmul(a, b)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            np.matmul(a, b)
+            times.append(time.perf_counter() - t0)
+        rates[(batch, m, k, n)] = 2 * batch * m * k * n / max(statistics.median(times), 1e-9) / 1e9
+    return rates
+
+
+def predict_ms(flops, rates):
+    """Forward and backward ms of the products at the measured rates."""
+    fwd = sum(f["forward"] / rates[shape] for (_, shape), f in flops.items()) / 1e6
+    bwd = sum((f["dx"] + f["dw"]) / rates[shape] for (_, shape), f in flops.items()) / 1e6
+    return fwd, bwd
+
+
+def measure_steps(model, batch_size, max_length, steps=3):
+    """Median wall ms of `steps` AdamW steps (after one warm-up step) and peak RSS in MB."""
+    ids, mask, types, labels = make_batch(model.config, batch_size, max_length, model.num_labels, seed=1)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    opt = optim.AdamW(optim.param_groups_no_decay(named, 0.01), lr=1e-4)
+    model.train()
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = model(ids, mask, types, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    return statistics.median(times[1:]) * 1e3, peak_mb
+
+
+def report(method, info, rates, batch_size, max_length):
+    """The printed explanation, as text."""
+    mb = lambda n: f"{n / 2**20:,.1f} MB"  # noqa: E731
+    g = lambda n: f"{n / 1e9:,.2f}"  # noqa: E731
+    t, total = info["trainable"], info["total"]
+    saved = sum(info["saved"].values())
+    top = sorted(info["saved"].items(), key=lambda kv: -kv[1])[:5]
+    parts = by_part(info["flops"])
+    fwd_ms, bwd_ms = predict_ms(info["flops"], rates)
+    lines = [
+        f"method {method}, batch {batch_size} x {max_length} tokens (N = {batch_size * max_length} rows)",
+        "",
+        f"parameters   trainable {t:,} of {total:,} ({100 * t / total:.2f}%); frozen {total - t:,}",
+        f"memory       weights {mb(4 * total)} | gradients {mb(4 * t)} | AdamW state (m, v) "
+        f"{mb(8 * t)} | activations saved for backward {mb(saved)} (measured)",
+        "             largest savers: " + ", ".join(f"{k} {mb(v)}" for k, v in top),
+        "",
+        "GFLOP per step (matrix products; 2 per multiply-add)",
+        "| part | forward | backward dX | backward dW | skipped vs full |",
+        "|---|---|---|---|---|",
+    ]
+    for part, row in parts.items():
+        lines.append(f"| {part} | {g(row['forward'])} | {g(row['dx'])} | {g(row['dw'])} | {g(row['skipped'])} |")
+    fwd = sum(r["forward"] for r in parts.values())
+    bwd = sum(r["dx"] + r["dw"] for r in parts.values())
+    lines += [f"| total | {g(fwd)} | {g(sum(r['dx'] for r in parts.values()))} | "
+              f"{g(sum(r['dw'] for r in parts.values()))} | {g(sum(r['skipped'] for r in parts.values()))} |",
+              f"backward / forward = {bwd / max(fwd, 1):.2f} (full fine-tuning: 2.00)",
+              "",
+              "np.matmul measured now (GFLOP/s): "
+              + ", ".join(f"{'x'.join(map(str, s if s[0] > 1 else s[1:]))} {r:.0f}" for s, r in sorted(rates.items())),
+              f"predicted    {fwd_ms + bwd_ms:,.0f} ms/step = forward {fwd_ms:,.0f} + backward {bwd_ms:,.0f} "
+              "(products only: a lower bound)"]
+    return "\n".join(lines), fwd_ms + bwd_ms
+
+
+def build_model(folder, method, num_labels, r, alpha, target_modules):
+    model = BertForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
+    config = lora.LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules)
+    return prepare_model(model, method, config)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tasks.explain", description=__doc__.split("\n\n")[0])
+    p.add_argument("--method", choices=("head", "lora", "full"), default="lora")
+    p.add_argument("--r", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=16)
+    p.add_argument("--target-modules", default="query,value")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--num-labels", type=int, default=2)
+    p.add_argument("--model", help="a BERT folder (default: the bundled all-MiniLM-L6-v2)")
+    p.add_argument("--measure", action="store_true", help="then run a few real AdamW steps")
+    p.add_argument("--steps", type=int, default=3, help="steps timed by --measure (after one warm-up)")
+    args = p.parse_args(argv)
+    minigrad.manual_seed(0)
+    model = build_model(str(args.model or default_model_dir()), args.method, args.num_labels,
+                        args.r, args.alpha, args.target_modules)
+    info = analyse(model, args.batch_size, args.max_length)
+    rates = gemm_rates({shape for _, shape in info["flops"]})
+    text, predicted = report(args.method, info, rates, args.batch_size, args.max_length)
+    print(text)
+    print(f"threads      {minigrad.kernels.get_num_threads()}; timings are wall time on this machine, "
+          "as loaded as it is now")
+    if args.method == "head":
+        print("note         tasks.train caches the encoder's features once (no_grad), so after the "
+              "first epoch a head-only step costs only the head")
+    if args.measure:
+        ms, peak = measure_steps(model, args.batch_size, args.max_length, args.steps)
+        print(f"measured     {ms:,.0f} ms/step (median of {args.steps} AdamW steps); predicted "
+              f"{predicted:,.0f}; measured / predicted = {ms / predicted:.2f}")
+        print(f"peak memory  {peak:,.0f} MB resident (ru_maxrss of this process)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
