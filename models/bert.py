@@ -229,7 +229,9 @@ class BertModel(Module):
 def check_ids(ids, name, limit):
     """ids as a (B, T) int64 ndarray with values in [0, limit), or a clear error."""
     ids = np.asarray(getattr(ids, "data", ids))
-    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"BertModel: {name} must be a (B, T) integer array, got {ids.dtype} {ids.shape}")
+    if ids.ndim != 2:
         raise ValueError(f"BertModel: {name} must be a (B, T) integer array, got {ids.dtype} {ids.shape}")
     if ids.size and (ids.min() < 0 or ids.max() >= limit):
         raise ValueError(f"BertModel: {name} values must lie in [0, {limit}), got [{ids.min()}, {ids.max()}]")

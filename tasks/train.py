@@ -88,7 +88,8 @@ class Trainer:
         loss = out.loss
         if not np.isfinite(loss.item()):
             raise FloatingPointError(f"training: loss is {loss.item()} at step {self.state['step']} "
-                                     f"(epoch {self.state['epoch']}); lower --lr or check the data")
+                                     f"(epoch {self.state['epoch']}); {self.locate_nonfinite(index)}; "
+                                     "lower --lr or check the data")
         loss.backward()
         optim.clip_grad_norm_(self.params, self.args.max_grad_norm)
         self.optimizer.step()
@@ -96,6 +97,16 @@ class Trainer:
         self.optimizer.zero_grad()
         self.state["step"] += 1
         return loss.item(), int(batch["attention_mask"].sum())
+
+    def locate_nonfinite(self, index):
+        """Replay a batch's forward under detect_anomaly to name the op that first made NaN/inf.
+        Only ever run when training stops, so its cost and its dropout draws do not matter."""
+        try:
+            with minigrad.detect_anomaly(), minigrad.no_grad(), np.errstate(all="ignore"):
+                self.forward(self.train, index, "train")
+        except FloatingPointError as e:
+            return str(e)
+        return "no op reproduced it on replay"
 
     # ---- head-only feature cache ----------------------------------------------------------------
     def cached_features(self, data, split):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..io import atomic_write_json, load_file, save_file
 from . import init
-from .layers import Dropout, Linear
+from .layers import Dropout, Linear, check_float_input
 from .module import Module
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -92,6 +92,7 @@ class LoraLinear(Module):
     out_features = property(lambda self: self.base_layer.out_features)
 
     def forward(self, x):
+        check_float_input(self, x, self.in_features)  # name the adapter, not its base layer
         y = self.base_layer(x)
         if self.merged:
             return y
