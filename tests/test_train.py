@@ -97,6 +97,9 @@ def outcome(trainer, state):
 
 def run_tiny_to_end(out_dir, **arg_overrides):
     """What the SIGKILL subprocess runs: resume if a checkpoint is there, finish, write outcome."""
+    # warm up first (one throwaway epoch loads every cached Numba kernel), so that the parent's
+    # random kill times fall on training and checkpoint writes, not on start-up
+    tiny_trainer(os.path.join(out_dir, "warmup"), n_train=8, epochs=1).fit()
     trainer = tiny_trainer(out_dir, **arg_overrides)
     trainer.resume()
     print("ready", flush=True)  # the parent starts its kill timer here
@@ -234,7 +237,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     for _ in range(kills):
         proc = start(out)
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.6))  # an epoch (train, evaluate, two checkpoint writes) is ~0.1-0.3 s
+        time.sleep(rng.uniform(0.0, 1.5))  # an epoch (train, evaluate, two checkpoint writes) is ~0.1-0.4 s
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if os.path.exists(ckpt_path):  # the latest complete checkpoint always loads
