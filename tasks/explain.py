@@ -241,8 +241,8 @@ def measure_steps(model, batch_size, max_length, steps=3):
 
 def report(method, info, rates, batch_size, max_length):
     """The printed explanation, as text."""
-    mb = lambda n: f"{n / 2**20:,.1f} MB"  # noqa: E731
-    g = lambda n: f"{n / 1e9:,.2f}"  # noqa: E731
+    mb = lambda n: f"{n / 2**20:,.1f} MB" if n >= 2**20 else f"{n / 2**10:,.1f} KB"  # noqa: E731
+    g = lambda n: f"{n / 1e9:,.3f}"  # noqa: E731
     t, total = info["trainable"], info["total"]
     saved = sum(info["saved"].values())
     top = sorted(info["saved"].items(), key=lambda kv: -kv[1])[:5]
