@@ -155,6 +155,7 @@ class Trainer:
         })
 
     def resume(self):
+        self.remove_stale_temporaries()
         path = os.path.join(self.out_dir, CHECKPOINT)
         if not os.path.isfile(path):
             print(f"--resume: no checkpoint in {self.out_dir}; starting from scratch", file=sys.stderr)
@@ -174,6 +175,13 @@ class Trainer:
         self.state = ckpt["trainer"]
         print(f"resumed from {path} after epoch {self.state['epoch']} (step {self.state['step']})",
               file=sys.stderr)
+
+    def remove_stale_temporaries(self):
+        """A run killed while writing a checkpoint leaves its temporary file (minigrad.io's
+        `.<name>.<random>.tmp`) beside the intact previous one; the resuming run owns the folder."""
+        for name in os.listdir(self.out_dir):
+            if name.endswith(".tmp") and any(name.startswith(f".{target}.") for target in (CHECKPOINT, BEST)):
+                os.remove(os.path.join(self.out_dir, name))
 
     # ---- the loop ----------------------------------------------------------------------------------
     def fit(self):

@@ -211,6 +211,17 @@ def test_resume_refuses_another_model(tmp_path, one_thread, capsys):
     assert "starting from scratch" in capsys.readouterr().err
 
 
+def test_resume_removes_temporaries_of_a_killed_write(tmp_path, one_thread):
+    trainer = tiny_trainer(tmp_path, epochs=1)
+    trainer.fit()
+    stale = [f".{CHECKPOINT}.abc123.tmp", f".{BEST}.x9.tmp"]
+    for name in stale + ["notes.tmp"]:
+        (tmp_path / name).write_bytes(b"half a checkpoint")
+    tiny_trainer(tmp_path, epochs=1).resume()
+    assert not any((tmp_path / name).exists() for name in stale)
+    assert (tmp_path / "notes.tmp").exists()  # not ours: left alone
+
+
 # ---- SIGKILL (issue 8) -------------------------------------------------------------------------
 KILL_SCRIPT = f"""
 import sys
@@ -233,24 +244,27 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     rng = np.random.default_rng(int(os.environ.get("MINIGRAD_KILL_SEED", "0")))
     out = tmp_path / "killed"
     ckpt_path = str(out / CHECKPOINT)
-    epochs_seen = []
+    epochs_seen, temporaries = [], 0
     for _ in range(kills):
         proc = start(out)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 1.5))  # an epoch (train, evaluate, two checkpoint writes) is ~0.1-0.4 s
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        temporaries += sum(name.endswith(".tmp") for name in os.listdir(out))
         if os.path.exists(ckpt_path):  # the latest complete checkpoint always loads
             state = checkpoint.load_checkpoint(ckpt_path)
             epochs_seen.append(state["trainer"]["epoch"])
             assert len(state["trainer"]["history"]) == state["trainer"]["epoch"]
             checkpoint.load_checkpoint(str(out / BEST))
-    print(f"{kills} kills; checkpoint epoch after each: {epochs_seen}")
+    print(f"{kills} kills; checkpoint epoch after each: {epochs_seen}; "
+          f"{temporaries} temporary files seen after kills")
     assert epochs_seen == sorted(epochs_seen)  # a kill never loses a checkpoint already written
 
     finish = start(out)
     assert finish.wait(timeout=300) == 0
     assert reference.wait(timeout=300) == 0
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]  # resume cleaned up
     killed = json.loads((out / "outcome.json").read_text())
     straight = json.loads((tmp_path / "reference" / "outcome.json").read_text())
     assert straight["epoch"] == epochs
