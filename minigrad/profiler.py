@@ -28,7 +28,7 @@ from . import function
 # ---- FLOP formulas: forward from the inputs, backward from the gradients computed ----------------
 
 
-def _forward_flops(cls, arrays, out):
+def forward_flops(cls, arrays, out):
     name = cls.__name__
     if name == "MatMul":  # out (..., M, N), contracted over K = a.shape[-1]
         return 2 * out.size * arrays[0].shape[-1]
@@ -95,7 +95,7 @@ class Profile:
 
     def after_forward(self, cls, arrays, out, token):
         elapsed = time.perf_counter() - token
-        self._record(cls.__name__, "forward", elapsed, _forward_flops(cls, arrays, out))
+        self._record(cls.__name__, "forward", elapsed, forward_flops(cls, arrays, out))
 
     def before_backward(self, fn, grad):
         return time.perf_counter()

@@ -37,7 +37,7 @@ import numpy as np
 import minigrad
 from minigrad import function, optim
 from minigrad.nn import lora
-from minigrad.profiler import _forward_flops
+from minigrad.profiler import forward_flops
 from models.bert import default_model_dir
 from models.bert_tasks import BertForSequenceClassification
 from tasks.train import prepare_model
@@ -82,7 +82,7 @@ class _ForwardCounter:
         if cls.__name__ in PRODUCTS:
             part = _part(self.names.get(id(arrays[1]), "")) if cls.__name__ == "Linear" else "encoder"
             key = (part, _gemm_shape(cls, arrays))
-            self.flops[key] = self.flops.get(key, 0) + _forward_flops(cls, arrays, out)
+            self.flops[key] = self.flops.get(key, 0) + forward_flops(cls, arrays, out)
 
     def before_backward(self, fn, grad):
         return None
@@ -107,7 +107,7 @@ def _backward_flops(nodes, names):
         if name not in PRODUCTS:
             continue
         arrays = [t.data for t in node.inputs]
-        fwd = _forward_flops(node.fn, arrays, np.empty(_out_shape(name, arrays), np.bool_))
+        fwd = forward_flops(node.fn, arrays, np.empty(_out_shape(name, arrays), np.bool_))
         needs = node.ctx.needs_input_grad
         if name == "Linear":
             key = (_part(names.get(id(arrays[1]), "")), _gemm_shape(node.fn, arrays))
@@ -260,16 +260,17 @@ def report(method, info, rates, batch_size, max_length):
         "| part | forward | backward dX | backward dW | skipped vs full |",
         "|---|---|---|---|---|",
     ]
+    total_keys = ("forward", "dx", "dw", "skipped")
+    parts["total"] = {k: sum(row[k] for row in parts.values()) for k in total_keys}
     for part, row in parts.items():
-        lines.append(f"| {part} | {g(row['forward'])} | {g(row['dx'])} | {g(row['dw'])} | {g(row['skipped'])} |")
-    fwd = sum(r["forward"] for r in parts.values())
-    bwd = sum(r["dx"] + r["dw"] for r in parts.values())
-    lines += [f"| total | {g(fwd)} | {g(sum(r['dx'] for r in parts.values()))} | "
-              f"{g(sum(r['dw'] for r in parts.values()))} | {g(sum(r['skipped'] for r in parts.values()))} |",
-              f"backward / forward = {bwd / max(fwd, 1):.2f} (full fine-tuning: 2.00)",
+        lines.append(f"| {part} | " + " | ".join(g(row[k]) for k in total_keys) + " |")
+    total = parts["total"]
+    shapes = ", ".join(f"{'x'.join(map(str, s if s[0] > 1 else s[1:]))} {r:.3g}"
+                       for s, r in sorted(rates.items()))  # (batch, M, K, N); batch 1 left out
+    lines += [f"backward / forward = {(total['dx'] + total['dw']) / max(total['forward'], 1):.2f} "
+              "(full fine-tuning: 2.00)",
               "",
-              "np.matmul measured now (GFLOP/s): "
-              + ", ".join(f"{'x'.join(map(str, s if s[0] > 1 else s[1:]))} {r:.0f}" for s, r in sorted(rates.items())),
+              f"np.matmul measured now (GFLOP/s): {shapes}",
               f"predicted    {fwd_ms + bwd_ms:,.0f} ms/step = forward {fwd_ms:,.0f} + backward {bwd_ms:,.0f} "
               "(products only: a lower bound)"]
     return "\n".join(lines), fwd_ms + bwd_ms
