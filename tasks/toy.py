@@ -73,8 +73,9 @@ def evaluate(model, x, y, batch_size=512):
 def train(task="sort", seq_len=10, steps=1500, batch_size=128, lr=3e-3, warmup=200,
           weight_decay=0.01, hidden_size=64, num_layers=2, num_heads=4, eval_size=2000,
           log_every=100, seed=0, quiet=False):
-    """Train from scratch; returns a dict with the final train loss, held-out loss and accuracy,
-    steps and wall time."""
+    """Train from scratch; returns (model, result), result a dict with the train loss (mean of the
+    last 50 steps), held-out loss and token accuracy, steps and wall time (including the
+    progress evaluations)."""
     mg.manual_seed(seed)  # the weights
     rng = np.random.default_rng(seed)  # the data
     x_eval = sample(np.random.default_rng(seed + 1), eval_size, seq_len)
@@ -106,14 +107,14 @@ def train(task="sort", seq_len=10, steps=1500, batch_size=128, lr=3e-3, warmup=2
         if not quiet and (step % log_every == 0 or step == steps):
             eval_loss, eval_acc = evaluate(model, x_eval, y_eval)
             print(f"step {step:5d} | lr {sched.get_last_lr()[0]:.2e} | train loss "
-                  f"{np.mean(losses[-log_every:]):.4f} | held-out loss {eval_loss:.4f} acc {eval_acc:.4f} | "
-                  f"{time.perf_counter() - start:6.1f}s", flush=True)
+                  f"{np.mean(losses[-log_every:]):.4f} | held-out loss {eval_loss:.4f} "
+                  f"acc {eval_acc:.4f} | {time.perf_counter() - start:6.1f}s", flush=True)
     seconds = time.perf_counter() - start
 
     eval_loss, eval_acc = evaluate(model, x_eval, y_eval)
     # one batch's loss is noisy; the mean of the last 50 says where training ended
-    result = {"task": task, "steps": steps, "seconds": seconds,
-              "train_loss": float(np.mean(losses[-50:])), "eval_loss": eval_loss, "eval_acc": eval_acc}
+    result = {"task": task, "steps": steps, "seconds": seconds, "eval_loss": eval_loss,
+              "train_loss": float(np.mean(losses[-50:])), "eval_acc": eval_acc}
     if not quiet:
         print(f"done: {steps} steps in {seconds:.1f}s, held-out token accuracy {eval_acc:.4f} "
               f"on {eval_size} sequences")

@@ -132,7 +132,8 @@ def test_load_state_dict_shape_mismatch_names_the_key():
     state = dict(m.state_dict(), **{"layer.0.weight": np.zeros((4, 5), np.float32)})
     before = m.layer[0].weight.data.copy()
     for strict in (True, False):
-        with pytest.raises(ValueError, match=r"layer.0.weight: checkpoint \(4, 5\) vs model \(4, 4\)"):
+        with pytest.raises(ValueError, match=r"layer.0.weight: checkpoint \(4, 5\) vs model "
+                                             r"\(4, 4\)"):
             m.load_state_dict(state, strict=strict)
     np.testing.assert_array_equal(m.layer[0].weight.data, before)  # nothing half-loaded
 
@@ -339,9 +340,8 @@ def test_init_bounds_and_std():
     init.xavier_normal_(w)
     assert w.data.std() == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=0.01)
     init.normal_(w, 1.0, 0.02)
-    assert (w.data.mean(), w.data.std()) == (pytest.approx(1.0, abs=1e-3), pytest.approx(0.02, rel=0.01))
-    with pytest.raises(ValueError, match=r"fan in/out need at least 2 dimensions, got shape \(5,\)"):
-        init.xavier_uniform_(mg.zeros(5))
+    assert w.data.mean() == pytest.approx(1.0, abs=1e-3)
+    assert w.data.std() == pytest.approx(0.02, rel=0.01)
 
 
 def test_linear_default_init_is_torchs():
@@ -353,54 +353,56 @@ def test_linear_default_init_is_torchs():
 
 
 # ---- errors -------------------------------------------------------------------------------
-def test_linear_errors():
-    lin = nn.Linear(4, 3)
-    with pytest.raises(ValueError, match=r"Linear: input shape \(2, 5\) does not end in 4 features"):
-        lin(mg.zeros(2, 5))
-    with pytest.raises(TypeError, match=r"Linear: expected a float tensor, got int64 with shape \(2, 4\)"):
-        lin(mg.Tensor(np.zeros((2, 4), np.int64)))
-    with pytest.raises(TypeError, match=r"Linear: expected a Tensor input, got ndarray"):
-        lin(np.zeros((2, 4), np.float32))
-    with pytest.raises(TypeError, match=r"linear: input float64 \(2, 4\) and weight float32"):
-        lin(mg.zeros(2, 4, dtype=np.float64))
+def ints(*shape, dtype=np.int64):
+    return mg.Tensor(np.zeros(shape, dtype))
 
 
-def test_embedding_errors():
-    emb = nn.Embedding(10, 4)
-    with pytest.raises(TypeError, match=r"Embedding: ids must be integers, got float32 with shape \(2, 3\)"):
-        emb(mg.zeros(2, 3))
-    with pytest.raises(IndexError, match=r"Embedding: ids must lie in \[0, 10\), got values in "
-                                         r"\[0, 10\] \(shape \(1, 2\)\)"):
-        emb(np.array([[0, 10]]))
-    with pytest.raises(IndexError, match=r"got values in \[-1, 2\]"):
-        emb(np.array([2, -1]))
+# (what goes wrong, the call, the exception, what its message must say): one line per case.
+ERRORS = [
+    ("Linear width", lambda: nn.Linear(4, 3)(mg.zeros(2, 5)),
+     ValueError, r"Linear: input shape \(2, 5\) does not end in 4 features"),
+    ("Linear int", lambda: nn.Linear(4, 3)(ints(2, 4)),
+     TypeError, r"Linear: expected a float tensor, got int64 with shape \(2, 4\)"),
+    ("Linear ndarray", lambda: nn.Linear(4, 3)(np.zeros((2, 4), np.float32)),
+     TypeError, r"Linear: expected a Tensor input, got ndarray"),
+    ("Linear float64", lambda: nn.Linear(4, 3)(mg.zeros(2, 4, dtype=np.float64)),
+     TypeError, r"linear: input float64 \(2, 4\) and weight float32 \(3, 4\) differ in dtype"),
+    ("Embedding float ids", lambda: nn.Embedding(10, 4)(mg.zeros(2, 3)),
+     TypeError, r"Embedding: ids must be integers, got float32 with shape \(2, 3\)"),
+    ("Embedding id too big", lambda: nn.Embedding(10, 4)(np.array([[0, 10]])),
+     IndexError, r"Embedding: ids must lie in \[0, 10\), got values in \[0, 10\] "
+                 r"\(shape \(1, 2\)\)"),
+    ("Embedding negative id", lambda: nn.Embedding(10, 4)(np.array([2, -1])),
+     IndexError, r"Embedding: ids must lie in \[0, 10\), got values in \[-1, 2\]"),
+    ("LayerNorm width", lambda: nn.LayerNorm(4)(mg.zeros(2, 3, 5)),
+     ValueError, r"LayerNorm: input shape \(2, 3, 5\) does not end in 4 features"),
+    ("LayerNorm int", lambda: nn.LayerNorm(4)(ints(2, 4, dtype=np.int32)),
+     TypeError, r"LayerNorm: expected a float tensor, got int32"),
+    ("Dropout p", lambda: nn.Dropout(1.5),
+     ValueError, r"Dropout: p must be in \[0, 1\), got 1.5"),
+    ("GELU int", lambda: nn.GELU()(ints(3)),
+     TypeError, r"GELU: expected a float tensor, got int64 with shape \(3,\)"),
+    ("attention heads", lambda: nn.MultiHeadSelfAttention(10, 4),
+     ValueError, r"MultiHeadSelfAttention: hidden_size 10 is not divisible by num_heads 4"),
+    ("attention width", lambda: nn.MultiHeadSelfAttention(8, 2)(mg.zeros(2, 5, 6)),
+     ValueError, r"MultiHeadSelfAttention: input shape \(2, 5, 6\) does not end in 8"),
+    ("attention 2-D", lambda: nn.MultiHeadSelfAttention(8, 2)(mg.zeros(5, 8)),
+     ValueError, r"MultiHeadSelfAttention: expected x of shape \(B, T, C\), got \(5, 8\)"),
+    ("attention mask", lambda: nn.MultiHeadSelfAttention(8, 2)(mg.zeros(2, 5, 8), np.zeros((2, 4))),
+     ValueError, r"MultiHeadSelfAttention: .*mask \(2, 4\) does not broadcast to \(B, H, T, T\) "
+                 r"= \(2, 2, 5, 5\)"),
+    ("post-LN width", lambda: nn.TransformerEncoderLayer(8, 2, 16)(mg.zeros(2, 5, 6)),
+     ValueError, r"TransformerEncoderLayer: input shape \(2, 5, 6\) does not end in 8"),
+    ("pre-LN width", lambda: nn.TransformerEncoderLayer(8, 2, 16, norm_first=True)(mg.zeros(2, 5, 6)),
+     ValueError, r"TransformerEncoderLayer: input shape \(2, 5, 6\) does not end in 8"),
+    ("encoder int", lambda: nn.TransformerEncoderLayer(8, 2, 16)(ints(2, 5, 8)),
+     TypeError, r"TransformerEncoderLayer: expected a float tensor, got int64"),
+    ("init 1-D", lambda: init.xavier_uniform_(mg.zeros(5)),
+     ValueError, r"init: fan in/out need at least 2 dimensions, got shape \(5,\)"),
+]
 
 
-def test_layernorm_dropout_gelu_errors():
-    with pytest.raises(ValueError, match=r"LayerNorm: input shape \(2, 3, 5\) does not end in 4 features"):
-        nn.LayerNorm(4)(mg.zeros(2, 3, 5))
-    with pytest.raises(TypeError, match=r"LayerNorm: expected a float tensor, got int32"):
-        nn.LayerNorm(4)(mg.Tensor(np.zeros((2, 4), np.int32)))
-    with pytest.raises(ValueError, match=r"Dropout: p must be in \[0, 1\), got 1.5"):
-        nn.Dropout(1.5)
-    with pytest.raises(TypeError, match=r"GELU: expected a float tensor, got int64 with shape \(3,\)"):
-        nn.GELU()(mg.Tensor(np.arange(3)))
-
-
-def test_attention_and_encoder_layer_errors():
-    with pytest.raises(ValueError, match=r"MultiHeadSelfAttention: hidden_size 10 is not divisible by num_heads 4"):
-        nn.MultiHeadSelfAttention(10, 4)
-    attn = nn.MultiHeadSelfAttention(8, 2)
-    with pytest.raises(ValueError, match=r"MultiHeadSelfAttention: input shape \(2, 5, 6\) does not end in 8"):
-        attn(mg.zeros(2, 5, 6))
-    with pytest.raises(ValueError, match=r"MultiHeadSelfAttention: expected x of shape \(B, T, C\), got \(5, 8\)"):
-        attn(mg.zeros(5, 8))
-    with pytest.raises(ValueError, match=r"MultiHeadSelfAttention: scaled_dot_product_attention: mask \(2, 4\) does not "
-                                         r"broadcast to \(B, H, T, T\) = \(2, 2, 5, 5\)"):
-        attn(mg.zeros(2, 5, 8), np.zeros((2, 4), np.float32))
-    for norm_first in (False, True):
-        layer = nn.TransformerEncoderLayer(8, 2, 16, norm_first=norm_first)
-        with pytest.raises(ValueError, match=r"TransformerEncoderLayer: input shape \(2, 5, 6\) does not end in 8"):
-            layer(mg.zeros(2, 5, 6))
-        with pytest.raises(TypeError, match=r"TransformerEncoderLayer: expected a float tensor, got int64"):
-            layer(mg.Tensor(np.zeros((2, 5, 8), np.int64)))
+@pytest.mark.parametrize("call, exc, message", [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_errors_name_the_module_and_shapes(call, exc, message):
+    with pytest.raises(exc, match=message):
+        call()
