@@ -161,12 +161,20 @@ def make_batch(config, batch_size, max_length, num_labels, seed=0):
     return ids, np.ones_like(ids), np.zeros_like(ids), rng.integers(0, num_labels, batch_size)
 
 
+def train_mode(model):
+    """model.train(), except a frozen encoder (head-only), which runs in eval mode as it does
+    when tasks.train computes the cached features: no dropout, the fused attention kernel."""
+    model.train()
+    if not any(p.requires_grad for p in model.bert.parameters()):
+        model.bert.eval()
+
+
 def analyse(model, batch_size, max_length):
     """Run one forward with grad on a (B, T) batch and count everything above. Returns a dict."""
     names = {id(p.data): n for n, p in model.named_parameters()}
     counter = _ForwardCounter(names)
     ids, mask, types, labels = make_batch(model.config, batch_size, max_length, model.num_labels)
-    model.train()
+    train_mode(model)
     function._op_hooks.append(counter)
     try:
         loss = model(ids, mask, types, labels=labels).loss
@@ -226,7 +234,7 @@ def measure_steps(model, batch_size, max_length, steps=3):
     ids, mask, types, labels = make_batch(model.config, batch_size, max_length, model.num_labels, seed=1)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     opt = optim.AdamW(optim.param_groups_no_decay(named, 0.01), lr=1e-4)
-    model.train()
+    train_mode(model)
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
