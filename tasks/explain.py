@@ -157,7 +157,8 @@ def _root(a):
 def make_batch(config, batch_size, max_length, num_labels, seed=0):
     """Random token ids (B, T), every row full length, and labels (B,)."""
     rng = np.random.default_rng(seed)
-    ids = rng.integers(1000, config.vocab_size, (batch_size, max_length))
+    first_word = min(1000, config.vocab_size // 2)  # BERT's ids below ~1000 are special and unused
+    ids = rng.integers(first_word, config.vocab_size, (batch_size, max_length))
     return ids, np.ones_like(ids), np.zeros_like(ids), rng.integers(0, num_labels, batch_size)
 
 
