@@ -9,7 +9,7 @@ from scratch. BERT (`models/bert.py`) is the same idea with a checkpoint's names
 
 Shapes: B batch, T tokens, C width (hidden_size), K outputs per token (num_labels).
 """
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,12 +31,9 @@ class TransformerConfig:
     eps: float = 1e-5
     initializer_range: float = 0.02
 
-    def to_dict(self):
-        return asdict(self)
-
 
 class Transformer(nn.Module):
-    """ids (B, T) int, attention_mask (B, T) of 1/0 or None -> per-token logits (B, T, K) float32."""
+    """ids (B, T) int, attention_mask (B, T) of 1/0 or None -> logits (B, T, K) float32."""
 
     def __init__(self, config):
         super().__init__()
@@ -56,9 +53,9 @@ class Transformer(nn.Module):
         self._init_weights()
 
     def _init_weights(self):
-        # BERT's and GPT-2's scheme: small normal weights and zero biases keep the residual
-        # stream near unit scale at the start, whatever the depth; torch-style defaults
-        # (embeddings ~ N(0, 1)) would make the embeddings dominate every layer's output.
+        # BERT's scheme (its initializer_range): weights N(0, 0.02), biases 0. The head's small
+        # weights make the first predictions near uniform, so training starts at a loss of
+        # about ln(K) instead of confidently wrong.
         for name, p in self.named_parameters():
             if "norm" in name:
                 continue  # LayerNorm keeps weight 1, bias 0
@@ -71,9 +68,10 @@ class Transformer(nn.Module):
         ids = np.asarray(ids.data if isinstance(ids, Tensor) else ids)
         if ids.ndim != 2:
             raise ValueError(f"Transformer: expected ids of shape (B, T), got {ids.shape}")
-        B, T = ids.shape
+        T = ids.shape[1]
         if T > self.config.max_len:
-            raise ValueError(f"Transformer: sequence length {T} exceeds max_len {self.config.max_len}")
+            raise ValueError(f"Transformer: sequence length {T} exceeds max_len "
+                             f"{self.config.max_len}")
         mask = None if attention_mask is None else nn.additive_mask(attention_mask)  # (B, 1, 1, T)
         x = self.tok_emb(ids) + self.pos_emb(np.arange(T))  # (B, T, C) + (T, C) -> (B, T, C)
         x = self.dropout(x)
