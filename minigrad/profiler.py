@@ -29,6 +29,8 @@ from . import function
 
 
 def forward_flops(cls, arrays, out):
+    """FLOPs of one forward of a matrix-product op from its input arrays and output (only the
+    output's size is read); None for every other op. tasks.explain counts with it too."""
     name = cls.__name__
     if name == "MatMul":  # out (..., M, N), contracted over K = a.shape[-1]
         return 2 * out.size * arrays[0].shape[-1]
