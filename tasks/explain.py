@@ -36,6 +36,7 @@ import numpy as np
 
 import minigrad
 from minigrad import function, optim
+from minigrad.kernels import attention as kattention
 from minigrad.nn import lora
 from minigrad.profiler import forward_flops
 from models.bert import default_model_dir
@@ -55,16 +56,15 @@ def _part(param_name):
 
 
 def _gemm_shape(cls, arrays):
-    """The (batch, M, K, N) of the product an op runs, the key its rate is timed at."""
-    if cls.__name__ == "Linear":
-        x, w = arrays[0], arrays[1]
-        return (1, x.size // x.shape[-1], w.shape[1], w.shape[0])
+    """The key a product's rate is timed at: ("gemm", batch, M, K, N) for Linear and MatMul,
+    ("attention", B, H, T, D) for the fused attention kernel, which is not a BLAS call."""
     a, b = arrays[0], arrays[1]
+    if cls.__name__ == "Linear":
+        return ("gemm", 1, a.size // a.shape[-1], b.shape[1], b.shape[0])
     if cls.__name__ == "MatMul":
         batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
-        return (batch, a.shape[-2], a.shape[-1], b.shape[-1])
-    B, H, T, D = a.shape  # attention: timed as its Q K^T product
-    return (B * H, T, D, b.shape[-2])
+        return ("gemm", batch, a.shape[-2], a.shape[-1], b.shape[-1])
+    return ("attention", *a.shape)
 
 
 class _ForwardCounter:
@@ -206,20 +206,31 @@ def by_part(flops):
     return parts
 
 
-def gemm_rates(shapes, repeats=5):
-    """GFLOP/s of np.matmul at each (batch, M, K, N), float32, median of `repeats` after a warm-up."""
+def gemm_rates(shapes, repeats=7):
+    """GFLOP/s at each key of `_gemm_shape`, float32, median of `repeats` after a warm-up call:
+    np.matmul for a GEMM; minigrad's fused kernel for attention (what the model runs there)."""
     rng = np.random.default_rng(0)
     rates = {}
-    for batch, m, k, n in shapes:
-        a = rng.standard_normal((batch, m, k), dtype=np.float32)
-        b = rng.standard_normal((batch, k, n), dtype=np.float32)
-        np.matmul(a, b)
+    for key in shapes:
+        if key[0] == "gemm":
+            _, batch, m, k, n = key
+            a = rng.standard_normal((batch, m, k), dtype=np.float32)
+            b = rng.standard_normal((batch, k, n), dtype=np.float32)
+            run = lambda: np.matmul(a, b)  # noqa: E731
+            flops = 2 * batch * m * k * n
+        else:
+            _, B, H, T, D = key
+            q = rng.standard_normal((B, H, T, D), dtype=np.float32)
+            mask = np.zeros((B, 1, 1, T), np.float32)
+            run = lambda: kattention.attention_forward(q, q, q, mask, D ** -0.5)  # noqa: E731
+            flops = 4 * B * H * T * T * D
+        run()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            np.matmul(a, b)
+            run()
             times.append(time.perf_counter() - t0)
-        rates[(batch, m, k, n)] = 2 * batch * m * k * n / max(statistics.median(times), 1e-9) / 1e9
+        rates[key] = flops / max(statistics.median(times), 1e-9) / 1e9
     return rates
 
 
@@ -274,12 +285,13 @@ def report(method, info, rates, batch_size, max_length):
     for part, row in parts.items():
         lines.append(f"| {part} | " + " | ".join(g(row[k]) for k in total_keys) + " |")
     total = parts["total"]
-    shapes = ", ".join(f"{'x'.join(map(str, s if s[0] > 1 else s[1:]))} {r:.3g}"
-                       for s, r in sorted(rates.items()))  # (batch, M, K, N); batch 1 left out
+    shapes = ", ".join(f"{'' if k[0] == 'gemm' else 'attention '}"
+                       f"{'x'.join(map(str, k[1:] if k[0] == 'attention' or k[1] > 1 else k[2:]))} {r:.3g}"
+                       for k, r in sorted(rates.items()))  # gemm (batch, M, K, N), batch 1 left out
     lines += [f"backward / forward = {(total['dx'] + total['dw']) / max(total['forward'], 1):.2f} "
               "(full fine-tuning: 2.00)",
               "",
-              f"np.matmul measured now (GFLOP/s): {shapes}",
+              f"rates measured now (GFLOP/s; np.matmul, fused attention): {shapes}",
               f"predicted    {fwd_ms + bwd_ms:,.0f} ms/step = forward {fwd_ms:,.0f} + backward {bwd_ms:,.0f} "
               "(products only: a lower bound)"]
     return "\n".join(lines), fwd_ms + bwd_ms
