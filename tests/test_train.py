@@ -119,15 +119,19 @@ def one_thread():
 
 
 # ---- the real thing: LoRA on MiniLM and Rotten Tomatoes ---------------------------------------
-def test_short_lora_run_learns_sentiment(tmp_path):
-    """480 training examples, 2 epochs (60 steps), 256 validation examples: chance is 0.5."""
+def test_short_lora_run_learns_sentiment(tmp_path, one_thread):
+    """480 training examples, 2 epochs (60 steps), 256 validation examples: chance is 0.5.
+
+    Measured (seeded, so it repeats): lr 5e-3 reaches 0.719 (lr 2e-3: 0.688; epoch 1 of either:
+    0.586). A 5e-3 step suits a fresh head and adapters this short a run. One thread: with the
+    machine shared (load ~10 on 2 cores) it ran in 140 s against 330 s on two; results are equal."""
     from models.bert import default_model_dir
     from models.tokenizer import Tokenizer
     from tasks import classify
     from tasks.data import rotten_tomatoes
 
     data = rotten_tomatoes(seed=0)
-    args = tiny_args(lr=2e-3, batch_size=16, epochs=2, warmup_ratio=0.1, patience=2)
+    args = tiny_args(lr=5e-3, batch_size=16, epochs=2, warmup_ratio=0.1, patience=2)
     mg.manual_seed(0)
     tokenizer = Tokenizer.from_folder(str(default_model_dir()))
     pick = lambda xs, n, seed: [xs[i] for i in np.random.default_rng(seed).permutation(len(xs))[:n]]  # noqa: E731
