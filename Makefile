@@ -28,8 +28,12 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(PY) -m tasks.classify --preset rotten_tomatoes --method lora --out runs/demo
 
+# The whole suite with the fused (Numba) kernels, then the kernel and op tests again with every
+# op routed to the NumPy references.
 test: install-test
 	$(PY) -m pytest -q
+	MINIGRAD_KERNELS=ref $(PY) -m pytest -q tests/test_kernels.py tests/test_tensor.py \
+		tests/test_ops_gradcheck.py tests/test_ops_torch.py tests/test_ops_hypothesis.py tests/test_numerics.py
 
 bench: install-test
 	$(PY) -m benchmarks.kernels
