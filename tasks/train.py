@@ -200,7 +200,7 @@ class Trainer:
                 losses.append(loss)
                 tokens += n_tok
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
-                                tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
+                                tok_s=f"{tokens / (time.perf_counter() - t0):.0f}", refresh=False)
             seconds = time.perf_counter() - t0
             metrics = self.evaluate(self.valid, "valid")
             self.state["train_seconds"] += seconds
