@@ -12,7 +12,8 @@ hook on every op. From that single pass it reads, without running any backward:
                   exist for trainable parameters only;
   activations     bytes the graph keeps for backward: the arrays in each node's ctx.saved and
                   ctx.__dict__, counted once per underlying buffer (q, k, v share one saved x),
-                  weights excluded. Measured, not estimated;
+                  weights excluded; and all the graph holds, adding the intermediate tensors
+                  that nodes keep as inputs. Measured, not estimated;
   FLOPs           of the matrix products (Linear, MatMul, attention; 2 per multiply-add), forward
                   from the hook, backward from each recorded node's `needs_input_grad`: a frozen
                   weight costs no dW product, an input that needs no gradient no dX product, and
@@ -132,20 +133,29 @@ def _out_shape(name, arrays):
     return a.shape
 
 
-def saved_bytes(nodes, param_arrays):
-    """Bytes the graph holds for backward, by op: arrays in ctx.saved and ctx.__dict__, each
-    underlying buffer once, parameters excluded (they exist whether or not we train)."""
+def graph_bytes(nodes, param_arrays):
+    """(saved bytes by op, bytes held by the graph), each underlying buffer counted once and
+    parameters left out (they exist whether or not we train).
+
+    Saved: the arrays in ctx.saved and ctx.__dict__, what the backward formulas need. Held: those
+    plus the data of every tensor a node keeps as an input, which stays alive as long as the
+    graph does, whether or not its op saved it."""
     seen = {id(_root(p)) for p in param_arrays}
+
+    def new_bytes(a):
+        root = _root(a)
+        if id(root) in seen:
+            return 0
+        seen.add(id(root))
+        return root.nbytes
+
     by_op = {}
     for node in nodes:
-        arrays = [a for a in (*node.ctx.saved, *node.ctx.__dict__.values()) if isinstance(a, np.ndarray)]
-        for a in arrays:
-            root = _root(a)
-            if id(root) in seen:
-                continue
-            seen.add(id(root))
-            by_op[node.fn.__name__] = by_op.get(node.fn.__name__, 0) + root.nbytes
-    return by_op
+        for a in (*node.ctx.saved, *node.ctx.__dict__.values()):
+            if isinstance(a, np.ndarray):
+                by_op[node.fn.__name__] = by_op.get(node.fn.__name__, 0) + new_bytes(a)
+    held = sum(by_op.values()) + sum(new_bytes(t.data) for node in nodes for t in node.inputs)
+    return by_op, held
 
 
 def _root(a):
@@ -187,9 +197,9 @@ def analyse(model, batch_size, max_length):
     for key in set(counter.flops) | set(backward):
         dx, dw = backward.get(key, (0, 0))
         flops[key] = {"forward": counter.flops.get(key, 0), "dx": dx, "dw": dw}
-    trainable = model.num_parameters(trainable_only=True)
-    return {"trainable": trainable, "total": model.num_parameters(), "flops": flops,
-            "saved": saved_bytes(nodes, [p.data for p in model.parameters()])}
+    saved, held = graph_bytes(nodes, [p.data for p in model.parameters()])
+    return {"trainable": model.num_parameters(trainable_only=True), "total": model.num_parameters(),
+            "flops": flops, "saved": saved, "held": held}
 
 
 def by_part(flops):
@@ -274,6 +284,8 @@ def report(method, info, rates, batch_size, max_length):
         f"parameters   trainable {t:,} of {total:,} ({100 * t / total:.2f}%); frozen {total - t:,}",
         f"memory       weights {mb(4 * total)} | gradients {mb(4 * t)} | AdamW state (m, v) "
         f"{mb(8 * t)} | activations saved for backward {mb(saved)} (measured)",
+        f"             held by the graph until backward {mb(info['held'])} (saved, plus every "
+        "intermediate tensor a node references)",
         "             largest savers: " + ", ".join(f"{k} {mb(v)}" for k, v in top),
         "",
         "GFLOP per step (matrix products; 2 per multiply-add)",
