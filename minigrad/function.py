@@ -56,12 +56,21 @@ class Context:
 
 
 class Node:
-    """A recorded op application: the Function, its Context and the input Tensors."""
+    """A recorded op application: the Function, its Context, and where each input came from.
 
-    __slots__ = ("fn", "ctx", "inputs", "released")
+    `parents[i]` is the Node that produced input i, or the input Tensor itself when it is a leaf
+    (a parameter, or a constant); `shapes[i]` is that input's shape, for un-broadcasting its
+    gradient. A node keeps no input data of its own: an intermediate value stays alive only if
+    some op saved it for backward (as in PyTorch), so the graph holds what backward needs.
+    """
 
-    def __init__(self, fn, ctx, inputs):
-        self.fn, self.ctx, self.inputs, self.released = fn, ctx, inputs, False
+    __slots__ = ("fn", "ctx", "parents", "shapes", "shape", "dtype", "released")
+
+    def __init__(self, fn, ctx, inputs, out):
+        self.fn, self.ctx, self.released = fn, ctx, False
+        self.parents = tuple(t if t._node is None else t._node for t in inputs)
+        self.shapes = tuple(t.data.shape for t in inputs)
+        self.shape, self.dtype = out.shape, out.dtype
 
 
 # Hooks run around every op (the profiler and detect_anomaly install themselves here).
@@ -93,7 +102,7 @@ class Function:
             out = cls.forward(ctx, *arrays, **params)
         result = Tensor(out, requires_grad=record, _copy=False)
         if record:
-            result._node = Node(cls, ctx, inputs)
+            result._node = Node(cls, ctx, inputs, result.data)
         return result
 
 
@@ -119,44 +128,48 @@ def unbroadcast(grad, shape):
     return grad.reshape(shape)
 
 
-def _topological_order(root):
-    """Nodes reachable from `root`, each after every node that consumes its output.
+def graph_nodes(root):
+    """The Nodes reachable from the Node `root`, each before every node that produced one of
+    its inputs: the order backward visits them (outputs first).
 
     Iterative depth-first search with an explicit stack, so a 10,000-op chain does not meet
-    Python's recursion limit. Returns Tensors in the order backward must visit them.
+    Python's recursion limit.
     """
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
-        tensor, expanded = stack.pop()
+        node, expanded = stack.pop()
         if expanded:
-            order.append(tensor)
+            order.append(node)  # post-order: after every node it depends on
             continue
-        if id(tensor) in visited:
+        if id(node) in visited:
             continue
-        visited.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor._node is not None:
-            for parent in tensor._node.inputs:
-                if parent.requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
-    return order[::-1]  # outputs first
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in node.parents:
+            if isinstance(parent, Node) and id(parent) not in visited:
+                stack.append((parent, False))
+    return order[::-1]
+
+
+def _accumulate(leaf, grad):
+    """Add a gradient into a leaf's .grad, as PyTorch does, until zero_grad."""
+    if leaf.grad is None:  # copy: grad may be shared with another input's gradient
+        leaf.grad = np.array(grad, dtype=leaf.data.dtype)
+    else:
+        leaf.grad += grad
 
 
 def backward(root, grad, retain_graph=False):
-    """Reverse-mode sweep from `root`: propagate `grad`, accumulate into leaves' `.grad`."""
-    order = _topological_order(root)
-    grads = {id(root): grad}
-    for tensor in order:
-        g = grads.pop(id(tensor), None)
+    """Reverse-mode sweep from the Tensor `root`: propagate `grad` through the graph in reverse
+    topological order and accumulate into the `.grad` of every leaf that requires grad."""
+    if root._node is None:
+        _accumulate(root, grad)
+        return
+    grads = {id(root._node): grad}  # gradient of each node's output, summed over its consumers
+    for node in graph_nodes(root._node):
+        g = grads.pop(id(node), None)
         if g is None:
-            continue
-        node = tensor._node
-        if node is None:  # a leaf: accumulate as PyTorch does, until zero_grad
-            if tensor.grad is None:  # copy: g may be shared with another input's gradient
-                tensor.grad = np.array(g, dtype=tensor.data.dtype)
-            else:
-                tensor.grad += g
             continue
         if node.released:
             raise RuntimeError(
@@ -165,22 +178,22 @@ def backward(root, grad, retain_graph=False):
         input_grads = _run_backward(node, g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        if len(input_grads) != len(node.inputs):
+        if len(input_grads) != len(node.parents):
             raise RuntimeError(f"{node.fn.__name__}.backward returned {len(input_grads)} "
-                               f"gradients for {len(node.inputs)} inputs")
+                               f"gradients for {len(node.parents)} inputs")
         if not retain_graph:
             node.ctx.saved = ()
             node.ctx.__dict__.clear()
             node.released = True
-        for parent, pg in zip(node.inputs, input_grads):
-            if pg is None or not parent.requires_grad:
+        for parent, shape, pg in zip(node.parents, node.shapes, input_grads):
+            if pg is None:
                 continue
-            pg = unbroadcast(np.asarray(pg), parent.data.shape)
-            key = id(parent)
-            if key in grads:
-                grads[key] = grads[key] + pg
-            else:
-                grads[key] = pg
+            if isinstance(parent, Node):
+                pg = unbroadcast(np.asarray(pg), shape)
+                key = id(parent)
+                grads[key] = grads[key] + pg if key in grads else pg
+            elif parent.requires_grad:
+                _accumulate(parent, unbroadcast(np.asarray(pg), shape))
 
 
 def _run_backward(node, g):

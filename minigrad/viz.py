@@ -9,23 +9,29 @@ their Function class. Rendering is left to Graphviz's `dot`; nothing here draws.
 
 def to_dot(tensor, name="minigrad"):
     """DOT text of every tensor and op that produced `tensor`, inputs pointing to outputs."""
+    from .function import Node, graph_nodes
+
     lines = [f"digraph {name} {{", "  rankdir=BT;", '  node [fontname="monospace", fontsize=10];']
-    seen, stack = set(), [tensor]
-    while stack:  # iterative walk: a long chain must not hit Python's recursion limit
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        label = f"{t.name + ' ' if t.name else ''}{tuple(t.shape)} {t.dtype}"
-        style = ', style=filled, fillcolor="#dde8f7"' if t.requires_grad else ""
-        lines.append(f'  t{id(t)} [shape=box, label="{label}"{style}];')
-        node = t._node
-        if node is None:
-            continue
-        lines.append(f'  op{id(t)} [shape=ellipse, label="{node.fn.__name__}"];')
-        lines.append(f"  op{id(t)} -> t{id(t)};")
-        for parent in node.inputs:
-            lines.append(f"  t{id(parent)} -> op{id(t)};")
-            stack.append(parent)
+
+    def box(key, label_name, shape, dtype, requires_grad):
+        label = f"{label_name + ' ' if label_name else ''}{tuple(shape)} {dtype}"
+        style = ', style=filled, fillcolor="#dde8f7"' if requires_grad else ""
+        lines.append(f'  t{key} [shape=box, label="{label}"{style}];')
+
+    if tensor._node is None:
+        box(id(tensor), tensor.name, tensor.shape, tensor.dtype, tensor.requires_grad)
+    else:  # the output of each node is drawn as a box keyed by the node
+        box(id(tensor._node), tensor.name, tensor.shape, tensor.dtype, True)
+        leaves = set()
+        for node in graph_nodes(tensor._node):  # iterative: long chains are fine
+            if id(node) != id(tensor._node):
+                box(id(node), None, node.shape, node.dtype, True)
+            lines.append(f'  op{id(node)} [shape=ellipse, label="{node.fn.__name__}"];')
+            lines.append(f"  op{id(node)} -> t{id(node)};")
+            for parent in node.parents:
+                if not isinstance(parent, Node) and id(parent) not in leaves:
+                    leaves.add(id(parent))
+                    box(id(parent), parent.name, parent.shape, parent.dtype, parent.requires_grad)
+                lines.append(f"  t{id(parent)} -> op{id(node)};")
     lines.append("}")
     return "\n".join(lines) + "\n"

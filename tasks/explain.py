@@ -12,8 +12,8 @@ hook on every op. From that single pass it reads, without running any backward:
                   exist for trainable parameters only;
   activations     bytes the graph keeps for backward: the arrays in each node's ctx.saved and
                   ctx.__dict__, counted once per underlying buffer (q, k, v share one saved x),
-                  weights excluded; and all the graph holds, adding the intermediate tensors
-                  that nodes keep as inputs. Measured, not estimated;
+                  weights excluded; and all the graph holds, adding the leaf inputs (masks,
+                  constants) that nodes refer to. Measured, not estimated;
   FLOPs           of the matrix products (Linear, MatMul, attention; 2 per multiply-add), forward
                   from the hook, backward from each recorded node's `needs_input_grad`: a frozen
                   weight costs no dW product, an input that needs no gradient no dX product, and
@@ -94,7 +94,7 @@ class _ForwardCounter:
 
 def _nodes(root):
     """Every recorded node reachable from `root`, each once."""
-    return [t._node for t in function._topological_order(root) if t._node is not None]
+    return function.graph_nodes(root._node) if root._node is not None else []
 
 
 def _backward_flops(nodes, names):
@@ -107,7 +107,7 @@ def _backward_flops(nodes, names):
         name = node.fn.__name__
         if name not in PRODUCTS:
             continue
-        arrays = [t.data for t in node.inputs]
+        arrays = _input_arrays(node)
         fwd = forward_flops(node.fn, arrays, np.empty(_out_shape(name, arrays), np.bool_))
         needs = node.ctx.needs_input_grad
         if name == "Linear":
@@ -121,6 +121,13 @@ def _backward_flops(nodes, names):
         acc[0] += dx
         acc[1] += dw
     return out
+
+
+def _input_arrays(node):
+    """Stand-ins for a node's inputs: a leaf's own data (so a weight is known by identity), and
+    for an intermediate value, which the graph does not keep, a zero-byte array of its shape."""
+    return [p.data if not isinstance(p, function.Node) else np.broadcast_to(np.empty((), np.bool_), shape)
+            for p, shape in zip(node.parents, node.shapes)]
 
 
 def _out_shape(name, arrays):
@@ -138,8 +145,8 @@ def graph_bytes(nodes, param_arrays):
     parameters left out (they exist whether or not we train).
 
     Saved: the arrays in ctx.saved and ctx.__dict__, what the backward formulas need. Held: those
-    plus the data of every tensor a node keeps as an input, which stays alive as long as the
-    graph does, whether or not its op saved it."""
+    plus the leaf inputs (constants such as masks) the nodes refer to; an intermediate value is
+    held only where an op saved it."""
     seen = {id(_root(p)) for p in param_arrays}
 
     def new_bytes(a):
@@ -154,7 +161,8 @@ def graph_bytes(nodes, param_arrays):
         for a in (*node.ctx.saved, *node.ctx.__dict__.values()):
             if isinstance(a, np.ndarray):
                 by_op[node.fn.__name__] = by_op.get(node.fn.__name__, 0) + new_bytes(a)
-    held = sum(by_op.values()) + sum(new_bytes(t.data) for node in nodes for t in node.inputs)
+    held = sum(by_op.values()) + sum(new_bytes(p.data) for node in nodes for p in node.parents
+                                     if not isinstance(p, function.Node))
     return by_op, held
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import minigrad as mg
 import minigrad.functional as F
+from minigrad.function import graph_nodes
 from minigrad.ops import REGISTRY
 from minigrad.testing import gradcheck
 
@@ -132,15 +133,7 @@ def test_every_op_has_a_case():
 
 
 def _op_names(out):
-    names, stack, seen = set(), [out], set()
-    while stack:
-        t = stack.pop()
-        if t._node is None or id(t) in seen:
-            continue
-        seen.add(id(t))
-        names.add(t._node.fn.__name__)
-        stack.extend(t._node.inputs)
-    return names
+    return {node.fn.__name__ for node in graph_nodes(out._node)} if out._node is not None else set()
 
 
 @pytest.mark.parametrize("name,case", ALL, ids=[f"{n}-{i}" for i, (n, _) in enumerate(ALL)])

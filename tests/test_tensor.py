@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
+from minigrad.function import Node, graph_nodes
 import minigrad.functional as F
 
 
@@ -112,16 +113,11 @@ def _every_op_graph(rng):
 def test_float32_graph_stays_float32(rng):
     loss, leaves = _every_op_graph(rng)
     assert loss.dtype == np.float32
-    wide, seen, stack = [], set(), [loss]
-    while stack:  # every intermediate forward value
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        if t.dtype != np.float32:
-            wide.append(t.shape)
-        if t._node is not None:
-            stack.extend(t._node.inputs)
+    nodes = graph_nodes(loss._node)
+    leaves_in = [p for n in nodes for p in n.parents if not isinstance(p, Node)]
+    # every intermediate forward value (each node's output) and every leaf input
+    wide = [n.shape for n in nodes if n.dtype != np.float32]
+    wide += [t.shape for t in leaves_in if np.issubdtype(t.dtype, np.floating) and t.dtype != np.float32]
     assert wide == [(6,)]  # only the value between the float64 round-trip casts
     loss.backward()
     for leaf in leaves:
