@@ -7,8 +7,6 @@ cache-load time apart), then times the median of repeats. Forward and backward a
 together for the ops that have both ("fwd+bwd"). Not a test: it asserts only correctness.
 """
 import datetime
-import platform
-import statistics
 import subprocess
 import time
 
@@ -16,6 +14,7 @@ import numpy as np
 import numba
 
 from minigrad import kernels
+from minigrad.profiler import cpu_name, median_seconds
 from minigrad.kernels import attention, cross_entropy, gelu, layernorm, matmul, softmax
 
 try:
@@ -33,20 +32,7 @@ def randn(*shape):
 
 
 def timeit(fn, repeats=REPEATS):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def cpu_name():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+    return median_seconds(fn, repeats)
 
 
 def ref(fn):

@@ -21,9 +21,37 @@ Backward counts only the gradients actually computed (an op returns None for an 
 needs none), so a frozen Linear weight shows its saved dW matmul as FLOPs not spent. Other ops
 report no FLOPs (None): they are memory-bound and their time is the number to read.
 """
+import platform
+import statistics
 import time
 
 from . import function
+
+
+# ---- timing, as every minigrad benchmark does it ---------------------------------------------------
+def median_seconds(fn, repeats, warmup=1):
+    """Median wall time of `repeats` calls of fn(), after `warmup` untimed calls (compilation,
+    caches, page faults): a median, because a shared CPU's noise comes in one-sided bursts."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cpu_name():
+    """The CPU model from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 # ---- FLOP formulas: forward from the inputs, backward from the gradients computed ----------------
 

@@ -30,8 +30,6 @@ Shapes: B batch, T tokens, C width, F feed-forward width, N = B*T rows, r LoRA r
 """
 import argparse
 import resource
-import statistics
-import time
 
 import numpy as np
 
@@ -39,7 +37,7 @@ import minigrad
 from minigrad import function, optim
 from minigrad.kernels import attention as kattention
 from minigrad.nn import lora
-from minigrad.profiler import forward_flops
+from minigrad.profiler import forward_flops, median_seconds
 from models.bert import default_model_dir
 from models.bert_tasks import BertForSequenceClassification
 from tasks.train import prepare_model
@@ -242,13 +240,7 @@ def gemm_rates(shapes, repeats=7):
             mask = np.zeros((B, 1, 1, T), np.float32)
             run = lambda: kattention.attention_forward(q, q, q, mask, D ** -0.5)  # noqa: E731
             flops = 4 * B * H * T * T * D
-        run()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
-        rates[key] = flops / max(statistics.median(times), 1e-9) / 1e9
+        rates[key] = flops / max(median_seconds(run, repeats), 1e-9) / 1e9
     return rates
 
 
@@ -259,22 +251,24 @@ def predict_ms(flops, rates):
     return fwd, bwd
 
 
-def measure_steps(model, batch_size, max_length, steps=3):
-    """Median wall ms of `steps` AdamW steps (after one warm-up step) and peak RSS in MB."""
-    ids, mask, types, labels = make_batch(model.config, batch_size, max_length, model.num_labels, seed=1)
+def training_step(model, batch_size, max_length, lr=1e-4, seed=1):
+    """A closure running one AdamW step of `model` on a full-length (B, T) batch."""
+    ids, mask, types, labels = make_batch(model.config, batch_size, max_length, model.num_labels, seed=seed)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    opt = optim.AdamW(optim.param_groups_no_decay(named, 0.01), lr=1e-4)
+    opt = optim.AdamW(optim.param_groups_no_decay(named, 0.01), lr=lr)
     train_mode(model)
-    times = []
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        loss = model(ids, mask, types, labels=labels).loss
-        loss.backward()
+
+    def step():
+        model(ids, mask, types, labels=labels).loss.backward()
         opt.step()
         opt.zero_grad()
-        times.append(time.perf_counter() - t0)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-    return statistics.median(times[1:]) * 1e3, peak_mb
+    return step
+
+
+def measure_steps(model, batch_size, max_length, steps=3):
+    """Median wall ms of `steps` AdamW steps (after one warm-up step) and peak RSS in MB."""
+    ms = median_seconds(training_step(model, batch_size, max_length), steps) * 1e3
+    return ms, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
 def report(method, info, rates, batch_size, max_length):

@@ -1,0 +1,231 @@
+"""End-to-end benchmark: one training step of BERT (MiniLM-L6) in minigrad against PyTorch.
+
+    python -m benchmarks.finetune [--compare torch] [--threads 2] [--batch-size 16]
+                                  [--seq 128,64] [--dropout 0.1,0] [--steps 10] [--write]
+
+Every configuration runs in its own process (so its peak RSS is its own), with the same thread
+count on both sides, on the real weights, with full-length random batches (B, T):
+
+    inference    batch 32 x T, no grad: sequences/s
+    head         encoder frozen, no feature cache (to compare like with like)
+    lora-qv      LoRA r=8 on query, value + head      lora-all  LoRA r=8 on every Linear + head
+    full         every weight trains
+
+For each: median ms/step of --steps steps after warm-up, tokens/s, the matmul FLOPs of the step
+(counted by tasks.explain from the graph: a frozen weight costs no dW product), achieved GFLOP/s,
+that as a fraction of the BLAS-bound time (the same FLOPs at np.matmul's rate for each shape,
+measured in the same process), peak RSS, and minigrad / torch ratios. The torch side is
+torch + transformers + PEFT with AdamW and the same dropout; `--compare torch` skips it with a
+message when they are not installed. A benchmark, not a test: the machine's noise is reported
+as medians and ratios from one run.
+"""
+import argparse
+import datetime
+import json
+import os
+import resource
+import subprocess
+import sys
+
+from minigrad.profiler import cpu_name, median_seconds
+
+CONFIGS = ("inference", "head", "lora-qv", "lora-all", "full")
+INFERENCE_BATCH = 32
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+# ---- the minigrad side ---------------------------------------------------------------------
+def run_minigrad(job):
+    import numpy as np
+
+    import minigrad
+    from minigrad.nn import lora
+    from models.bert_tasks import BertForSequenceClassification
+    from tasks import explain
+    from tasks.train import prepare_model
+
+    B = INFERENCE_BATCH if job["config"] == "inference" else job["batch_size"]
+    T, p = job["seq"], job["dropout"]
+    model = BertForSequenceClassification.from_pretrained(
+        num_labels=2, hidden_dropout_prob=p, attention_probs_dropout_prob=p)
+    if job["config"] == "inference":
+        ids, mask, types, _ = explain.make_batch(model.config, B, T, 2)
+        model.eval()
+
+        def step():
+            with minigrad.no_grad():
+                model(ids, mask, types)
+    else:
+        targets = {"lora-qv": ("query", "value"), "lora-all": "all-linear"}.get(job["config"])
+        method = "lora" if targets else job["config"]
+        prepare_model(model, method, lora.LoraConfig(r=8, lora_alpha=16, target_modules=targets or "query"))
+        step = explain.training_step(model, B, T, lr=1e-5)
+    ms = median_seconds(step, job["steps"], job["warmup"]) * 1e3
+    peak = _peak_rss_mb()
+    # FLOPs and the BLAS-bound time, after timing so the extra graph does not count in the RSS
+    if job["config"] == "inference":
+        with minigrad.no_grad():
+            info = explain.analyse(model, B, T)
+        flops = {k: dict(f, dx=0, dw=0) for k, f in info["flops"].items()}
+    else:
+        flops = explain.analyse(model, B, T)["flops"]
+    rates = explain.gemm_rates({shape for (_, shape) in flops})
+    bound_fwd, bound_bwd = explain.predict_ms(flops, rates)
+    total = sum(f["forward"] + f["dx"] + f["dw"] for f in flops.values())
+    return {"ms": ms, "peak_mb": peak, "gflop": total / 1e9, "bound_ms": bound_fwd + bound_bwd,
+            "threads": minigrad.kernels.get_num_threads(), "numpy": np.__version__}
+
+
+# ---- the torch side ------------------------------------------------------------------------
+def run_torch(job):
+    import torch
+    import transformers
+    from models.bert import default_model_dir
+
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    B = INFERENCE_BATCH if job["config"] == "inference" else job["batch_size"]
+    T, p = job["seq"], job["dropout"]
+    model = transformers.BertForSequenceClassification.from_pretrained(
+        str(default_model_dir()), num_labels=2, hidden_dropout_prob=p,
+        attention_probs_dropout_prob=p, attn_implementation=job["attn"])
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, model.config.vocab_size, (B, T), generator=g)
+    mask, labels = torch.ones_like(ids), torch.randint(0, 2, (B,), generator=g)
+    if job["config"] == "inference":
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                model(input_ids=ids, attention_mask=mask)
+    else:
+        if job["config"].startswith("lora"):
+            import peft
+            targets = ["query", "value"] if job["config"] == "lora-qv" else "all-linear"
+            model = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16,
+                                                               target_modules=targets))
+        elif job["config"] == "head":
+            for n, q in model.named_parameters():
+                q.requires_grad_(n.startswith("classifier."))
+        model.train()
+        if job["config"] == "head":
+            model.bert.eval()  # as ours: a frozen encoder runs in eval mode
+        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+
+        def step():
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    ms = median_seconds(step, job["steps"], job["warmup"]) * 1e3
+    return {"ms": ms, "peak_mb": _peak_rss_mb(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+# ---- the driver ------------------------------------------------------------------------------
+def _spawn(job):
+    env = dict(os.environ, MINIGRAD_NUM_THREADS=str(job["threads"]),
+               OMP_NUM_THREADS=str(job["threads"]), OPENBLAS_NUM_THREADS=str(job["threads"]))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.finetune", "--worker", json.dumps(job)],
+                          capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark worker {job} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def torch_available():
+    try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def format_table(rows, header):
+    cols = ["config", "B x T", "dropout", "minigrad ms", "torch ms", "ratio", "tokens/s",
+            "GFLOP/step", "GFLOP/s", "of BLAS bound", "RSS MB", "torch RSS", "RSS ratio"]
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        m, t = r["minigrad"], r.get("torch")
+        B = INFERENCE_BATCH if r["config"] == "inference" else r["batch_size"]
+        tokens = B * r["seq"] / (m["ms"] / 1e3)
+        if r["config"] == "inference":
+            ms_cell = f"{m['ms']:.0f} ({B / (m['ms'] / 1e3):.1f} seq/s)"
+            t_cell = f"{t['ms']:.0f} ({B / (t['ms'] / 1e3):.1f} seq/s)" if t else "-"
+        else:
+            ms_cell, t_cell = f"{m['ms']:.0f}", f"{t['ms']:.0f}" if t else "-"
+        lines.append("| " + " | ".join([
+            r["config"], f"{B} x {r['seq']}", f"{r['dropout']:g}", ms_cell, t_cell,
+            f"{m['ms'] / t['ms']:.2f}" if t else "-", f"{tokens:.0f}", f"{m['gflop']:.1f}",
+            f"{m['gflop'] / (m['ms'] / 1e3):.0f}", f"{m['bound_ms'] / m['ms']:.0%}",
+            f"{m['peak_mb']:.0f}", f"{t['peak_mb']:.0f}" if t else "-",
+            f"{m['peak_mb'] / t['peak_mb']:.2f}" if t else "-"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.finetune", description=__doc__.split("\n")[0])
+    p.add_argument("--compare", choices=("torch",), help="also run torch + transformers + PEFT")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq", default="128", help="comma-separated sequence lengths")
+    p.add_argument("--dropout", default="0.1,0", help="comma-separated dropout settings")
+    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--attn", default="sdpa", help="torch attention implementation (sdpa or eager)")
+    p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        job = json.loads(args.worker)
+        print(json.dumps(run_torch(job) if job["side"] == "torch" else run_minigrad(job)))
+        return
+    compare = args.compare == "torch" and torch_available()
+    if args.compare and not compare:
+        print("--compare torch: torch, transformers or peft is not installed; minigrad only "
+              "(pip install 'torch==2.13.0' transformers peft)", file=sys.stderr)
+    header = (f"{datetime.date.today()} · commit {_commit()} · {cpu_name()} · {os.cpu_count()} cores · "
+              f"{args.threads} threads · OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+              f" · torch attention {args.attn if compare else '-'} · median of {args.steps} steps"
+              f" after {args.warmup} warm-up")
+    rows = []
+    for seq in [int(s) for s in args.seq.split(",")]:
+        for dropout in [float(d) for d in args.dropout.split(",")]:
+            for config in args.configs.split(","):
+                if config == "inference" and dropout:
+                    continue  # dropout is off in inference on both sides
+                job = {"config": config, "seq": seq, "dropout": dropout, "batch_size": args.batch_size,
+                       "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
+                       "attn": args.attn}
+                row = dict(job, minigrad=_spawn(dict(job, side="minigrad")))
+                if compare:
+                    row["torch"] = _spawn(dict(job, side="torch"))
+                rows.append(row)
+                print(format_table(rows[-1:], "").splitlines()[-1], flush=True)
+    versions = {k: v for r in rows for side in ("minigrad", "torch") if r.get(side)
+                for k, v in r[side].items() if k in ("numpy", "torch", "transformers")}
+    table = format_table(rows, header + " · " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+    print("\n" + table)
+    if args.write:
+        path = os.path.join(os.path.dirname(__file__), "RESULTS.md")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\n### End to end: `python -m benchmarks.finetune "
+                    + " ".join(argv if argv is not None else sys.argv[1:]) + "`\n\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
