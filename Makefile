@@ -25,8 +25,13 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# The main job: LoRA (r=8 on query, value) + head on MiniLM, Rotten Tomatoes, 3 epochs (the
+# library's defaults), then the saved adapter labels two sentences.
 demo: install
-	$(PY) -m tasks.classify --preset rotten_tomatoes --method lora --out runs/demo
+	$(PY) -m tasks.classify --preset rotten_tomatoes --method lora --epochs 3 --out runs/demo
+	$(PY) -m tasks.predict --adapter runs/demo/adapter \
+		"A gorgeous, witty and moving film; the best thing I have seen this year." \
+		"A tedious, overlong mess with nothing to say and no one to care about."
 
 # The whole suite with the fused (Numba) kernels, then the kernel and op tests again with every
 # op routed to the NumPy references.
