@@ -188,6 +188,9 @@ def backward(root, grad, retain_graph=False):
         for parent, shape, pg in zip(node.parents, node.shapes, input_grads):
             if pg is None:
                 continue
+            if np.ndim(pg) < len(shape):
+                raise RuntimeError(f"{node.fn.__name__}.backward returned a gradient of shape "
+                                   f"{np.shape(pg)} for an input of shape {shape}")
             if isinstance(parent, Node):
                 pg = unbroadcast(np.asarray(pg), shape)
                 key = id(parent)

@@ -33,7 +33,9 @@ def prepare_model(model, method, lora_config=None):
     elif method == "head":
         model.requires_grad_(False)
         model.classifier.requires_grad_(True)
-    elif method != "full":
+    elif method == "full":
+        model.requires_grad_(True)
+    else:
         raise ValueError(f"unknown method {method!r}: expected head, lora or full")
     return model
 

@@ -48,7 +48,7 @@ def fast_exp(x):
 
 @njit(inline="always", fastmath=True, cache=True)
 def fast_erf(x):
-    """erf(x) for a float32 scalar: Abramowitz & Stegun 7.1.26 (the formula of `gelu.erf_ref`),
+    """erf(x) for a float32 scalar: Abramowitz & Stegun 7.1.26,
     |error| < 1.5e-7, with `fast_exp` for its exponential."""
     ax = abs(x)
     t = np.float32(1.0) / (np.float32(1.0) + np.float32(0.3275911) * ax)

@@ -11,12 +11,14 @@ from numba import njit, prange
 from . import use_ref
 from .fastmath import fast_erf, fast_exp
 
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
 def erf_ref(x):
-    """erf elementwise (NumPy has no erf ufunc): Abramowitz & Stegun 7.1.26, |error| < 1.5e-7,
-    below float32's resolution of erf's range."""
-    t = 1.0 / (1.0 + 0.3275911 * np.abs(x))
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return np.sign(x) * (1.0 - poly * np.exp(-x * x))
+    """erf elementwise, exact to float64 (NumPy has no erf ufunc, so math.erf per element: the
+    reference is the definition, not a fast path). float64 gradient checks need it exact: an
+    approximate erf in the forward would disagree with the exact derivative in the backward."""
+    return _erf(x)
 
 
 def gelu_forward_ref(x):
