@@ -27,7 +27,11 @@ import resource
 import subprocess
 import sys
 
-from minigrad.profiler import cpu_name, median_seconds
+# Read before minigrad is imported: minigrad sets OMP_WAIT_POLICY=PASSIVE for Numba's pool, and
+# the torch workers must start their own OpenMP with the user's setting, not ours.
+_USER_ENV = dict(os.environ)
+
+from minigrad.profiler import cpu_name, median_seconds  # noqa: E402
 
 CONFIGS = ("inference", "head", "lora-qv", "lora-all", "full")
 INFERENCE_BATCH = 32
@@ -126,7 +130,7 @@ def run_torch(job):
 
 # ---- the driver ------------------------------------------------------------------------------
 def _spawn(job):
-    env = dict(os.environ, MINIGRAD_NUM_THREADS=str(job["threads"]),
+    env = dict(_USER_ENV, MINIGRAD_NUM_THREADS=str(job["threads"]),
                OMP_NUM_THREADS=str(job["threads"]), OPENBLAS_NUM_THREADS=str(job["threads"]))
     proc = subprocess.run([sys.executable, "-m", "benchmarks.finetune", "--worker", json.dumps(job)],
                           capture_output=True, text=True, env=env)

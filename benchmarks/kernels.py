@@ -10,6 +10,11 @@ import datetime
 import subprocess
 import time
 
+try:  # before minigrad: torch's OpenMP must start with its own default wait policy, not the
+    import torch  # OMP_WAIT_POLICY=PASSIVE that minigrad sets for Numba's pool
+except ImportError:
+    torch = None
+
 import numpy as np
 import numba
 
@@ -17,11 +22,8 @@ from minigrad import kernels
 from minigrad.profiler import cpu_name, median_seconds
 from minigrad.kernels import attention, cross_entropy, gelu, layernorm, matmul, softmax
 
-try:
-    import torch
+if torch is not None:
     torch.set_num_threads(kernels.get_num_threads())
-except ImportError:
-    torch = None
 
 rng = np.random.default_rng(0)
 REPEATS = 15
