@@ -106,9 +106,15 @@ def cases():
         g = attention.attention_backward(do, q, k, v, p, sc)
         rg = attention.attention_backward_ref(do, q, k, v, rp, sc)
         return all(np.allclose(a, b, atol=1e-4) for a, b in zip((o, p) + g, (ro, rp) + rg))
+    def att_numba():   # the one-kernel path (not dispatched)
+        o, p = attention.attention_forward_numba(q, k, v, mask, sc)
+        attention.attention_backward_numba(do, q, k, v, p, sc)
+
     flops = 2 * B * H * T * T * D * (2 + 4)
     out.append(("attention fwd+bwd", f"{B},{H},{T},{D}", flops, "GFLOP/s", att("ref"), att("fused"),
                 None, torch and att_torch, att_check))
+    out.append(("attention fwd+bwd (one Numba kernel)", f"{B},{H},{T},{D}", flops, "GFLOP/s",
+                att("ref"), att_numba, None, torch and att_torch, att_check))
 
     s = randn(B, H, T, T)
 

@@ -476,12 +476,13 @@ def mse_loss(input, target, reduction="mean"):
     return mean(sq) if reduction == "mean" else sum(sq)
 
 
-def scaled_dot_product_attention(q, k, v, attn_mask=None, scale=None):
-    """softmax(q @ k^T * scale + attn_mask) @ v.
+def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, scale=None):
+    """dropout(softmax(q @ k^T * scale + attn_mask), dropout_p) @ v, torch's signature.
 
     q, k, v (B, H, T, D) -> (B, H, T, D). attn_mask is additive (float, 0 to keep, -inf or a
     large negative to hide) or boolean (True to keep, as torch), broadcastable to (B, H, T, T).
-    scale defaults to 1/sqrt(D).
+    scale defaults to 1/sqrt(D). As in torch, dropout_p applies whenever it is > 0: pass 0.0 in
+    eval mode.
     """
     _check_float("scaled_dot_product_attention", q, k, v)
     if q.ndim != 4 or k.shape != q.shape or v.shape != q.shape or len({q.dtype, k.dtype, v.dtype}) != 1:
@@ -499,5 +500,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, scale=None):
         except ValueError:
             raise ValueError(f"scaled_dot_product_attention: mask {mask.shape} does not broadcast "
                              f"to (B, H, T, T) = {(b, h, t, t)}") from None
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p={dropout_p} is not in [0, 1)")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return nnops.ScaledDotProductAttention.apply(q, k, v, mask=mask, scale=scale)
+    return nnops.ScaledDotProductAttention.apply(q, k, v, mask=mask, scale=scale, dropout_p=dropout_p)

@@ -84,11 +84,12 @@ def _backward_flops(fn, grad, input_grads):
         return ((0 if da is None else 2 * grad.size * da.shape[-1])
                 + (0 if db is None else 2 * grad.size * db.shape[k_of_b]))
     if name == "ScaledDotProductAttention":
-        if all(d is None for d in input_grads):
-            return 0
-        # dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q: four (T, T, D) products per head
+        # dV = P^T dO if dv; dP = dO V^T if dq or dk; dQ = dS K if dq; dK = dS^T Q if dk:
+        # each one (T, T, D) product per head
+        dq, dk, dv = input_grads[:3]
         B, H, T, D = grad.shape
-        return 4 * 2 * B * H * T * T * D
+        products = (dv is not None) + (dq is not None or dk is not None) + (dq is not None) + (dk is not None)
+        return products * 2 * B * H * T * T * D
     return None
 
 

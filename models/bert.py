@@ -10,7 +10,6 @@ Attribute paths equal the Hugging Face checkpoint keys (`encoder.layer.0.attenti
 `_normalise_key`. Task heads live in `models/bert_tasks.py`; tokenization in `models/tokenizer.py`.
 """
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -102,12 +101,8 @@ class BertSelfAttention(Module):
         q = split_heads(self.query(x), self.num_heads)  # (B, H, T, D)
         k = split_heads(self.key(x), self.num_heads)
         v = split_heads(self.value(x), self.num_heads)
-        if self.training and self.dropout.p > 0:
-            # dropout on the attention probabilities needs them as a Tensor: the unfused path
-            scores = F.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1])) + mask
-            ctx = F.matmul(self.dropout(F.softmax(scores, dim=-1)), v)
-        else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # fused, all heads
+        p = self.dropout.p if self.training else 0.0  # dropout on the attention probabilities
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # all heads
         return merge_heads(ctx)  # (B, T, C)
 
 

@@ -98,8 +98,8 @@ def _nodes(root):
 def _backward_flops(nodes, names):
     """(part, shape) -> [dX FLOPs, dW FLOPs] the backward will run, read from needs_input_grad.
 
-    Each gradient a product computes is one product of the forward's size; the fused attention
-    backward computes dq, dk and dv together (four T x T x D products) once any is needed."""
+    Each gradient a product computes is one product of the forward's size; attention's backward
+    runs up to four T x T x D products, skipping those whose gradient no input needs."""
     out = {}
     for node in nodes:
         name = node.fn.__name__
@@ -113,8 +113,10 @@ def _backward_flops(nodes, names):
             dx, dw = fwd * needs[0], fwd * needs[1]
         elif name == "MatMul":
             key, dx, dw = ("encoder", _gemm_shape(node.fn, arrays)), fwd * (needs[0] + needs[1]), 0
-        else:
-            key, dx, dw = ("encoder", _gemm_shape(node.fn, arrays)), 2 * fwd * any(needs[:3]), 0
+        else:  # attention: the forward is two (T, T, D) products, Q K^T and P V
+            nq, nk, nv = needs[:3]
+            products = nv + (nq or nk) + nq + nk  # dV; dP; dQ; dK, as kernels/attention.py skips
+            key, dx, dw = ("encoder", _gemm_shape(node.fn, arrays)), fwd // 2 * products, 0
         acc = out.setdefault(key, [0, 0])
         acc[0] += dx
         acc[1] += dw

@@ -51,8 +51,10 @@ def test_full_backward_is_twice_forward():
 
 def test_lora_counts_by_hand():
     t = totals(explain.analyse(tiny("lora"), B, T))
-    # layer 0 reads the frozen embeddings: q, k, v need no dX; from its attention on, every dX runs
-    enc_dx = (2 * ATT + LIN_CC + 2 * LIN_CF) + (3 * LIN_CC + 2 * ATT + LIN_CC + 2 * LIN_CF)
+    # layer 0 reads the frozen embeddings: q, k, v need no dX, and its attention needs no dK
+    # (the key is frozen there), so three of its four backward products run; from layer 1 on,
+    # every dX runs
+    enc_dx = (3 * ATT // 2 + LIN_CC + 2 * LIN_CF) + (3 * LIN_CC + 2 * ATT + LIN_CC + 2 * LIN_CF)
     assert t["encoder"] == (ENC_FWD, enc_dx, 0)  # frozen: not one dW product
     lora_fwd = L * 2 * (2 * AB)                   # two adapters (query, value) per layer
     lora_dx = 2 * AB + 2 * (2 * AB)               # layer 0: B factors only; layer 1: A and B

@@ -109,6 +109,24 @@ def test_attention(shape, masked):
     close(fwd, fwd_ref)
     bwd, bwd_ref = both(attention.attention_backward, dout, q, k, v, fwd_ref[1], d ** -0.5)
     close(bwd, bwd_ref)
+    # the one-kernel path, tested though not dispatched
+    close(attention.attention_forward_numba(q, k, v, mask, d ** -0.5), fwd_ref)
+    close(attention.attention_backward_numba(dout, q, k, v, fwd_ref[1], d ** -0.5), bwd_ref)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 7), (2, 12, 64, 32)])
+def test_attention_with_dropout(shape):
+    q, k, v, dout = (randn(*shape) for _ in range(4))
+    b, h, t, d = shape
+    keep = rng.random((b, h, t, t)) >= 0.1
+    args = (np.zeros((b, 1, 1, t), np.float32), d ** -0.5, keep, 1 / 0.9)
+    fwd, fwd_ref = both(attention.attention_forward, q, k, v, *args)
+    close(fwd, fwd_ref)
+    bwd, bwd_ref = both(attention.attention_backward, dout, q, k, v, fwd_ref[1], *args[1:])
+    close(bwd, bwd_ref)
+    # dropout applies to the probabilities: dropping none equals no dropout
+    none_dropped = attention.attention_forward(q, k, v, args[0], args[1], np.ones_like(keep), 1.0)
+    close(none_dropped, attention.attention_forward(q, k, v, args[0], args[1]))
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (9, 13, 17), (67, 130, 45), (2048, 384, 384)])

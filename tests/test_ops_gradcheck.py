@@ -120,7 +120,10 @@ CASES = {
         (F.scaled_dot_product_attention, [leaf(1, 2, 3, 4), leaf(1, 2, 3, 4), leaf(1, 2, 3, 4)]),
         (lambda q, k, v, m=mask_keep_first_col(2, 1, 5):
             F.scaled_dot_product_attention(q, k, v, attn_mask=m, scale=0.3),
-         [leaf(2, 1, 5, 3), leaf(2, 1, 5, 3), leaf(2, 1, 5, 3)])],
+         [leaf(2, 1, 5, 3), leaf(2, 1, 5, 3), leaf(2, 1, 5, 3)]),
+        # dropout on the probabilities: reseeded so every evaluation drops the same entries
+        (lambda q, k, v: (mg.manual_seed(5), F.scaled_dot_product_attention(q, k, v, dropout_p=0.3))[1],
+         [leaf(2, 2, 4, 3), leaf(2, 2, 4, 3), leaf(2, 2, 4, 3)])],
 }
 
 ALL = [(name, case) for name, cases in CASES.items() for case in cases]

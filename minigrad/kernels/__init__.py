@@ -16,9 +16,11 @@ gradient checks) runs the references, since the kernels' `exp`/`erf` are float32
 import contextlib
 import os
 
+from .memory import keep_freed_memory
 from .threads import configure_blas_env, default_num_threads, get_num_threads, set_num_threads
 
 configure_blas_env()
+keep_freed_memory()
 
 _MODES = ("fused", "ref")
 _mode = os.environ.get("MINIGRAD_KERNELS", "fused")

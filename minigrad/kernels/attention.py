@@ -1,28 +1,41 @@
-"""Scaled dot-product attention over all heads, forward and backward.
+"""Scaled dot-product attention over all heads, forward and backward, with optional dropout
+on the attention probabilities.
 
     q, k, v (B, H, T, D); mask additive, broadcastable to (B, H, T, T) (BERT: (B, 1, 1, T))
     probs = softmax(q @ k^T * scale + mask)      (B, H, T, T)
-    out = probs @ v                              (B, H, T, D)
-    backward: dv = probs^T @ dout; dprobs = dout @ v^T;
+    drop = probs * keep * keep_scale             keep: bool (B, H, T, T) or None (no dropout)
+    out = drop @ v                               (B, H, T, D)
+    backward: dv = drop^T @ dout; dprobs = (dout @ v^T) * keep * keep_scale;
               dscores = probs * (dprobs - sum(dprobs * probs, -1)) * scale
               dq = dscores @ k; dk = dscores^T @ q
+
+Two fast paths beside the reference. `attention_forward` (dispatched) runs the four products
+in BLAS and the softmax (scale, mask, exp, normalise) as the fused kernel of softmax.py. `attention_forward_numba` does everything for one head in one parallel Numba
+kernel; it is the textbook fusion, tested and benchmarked, but its T x T x D products are
+plain loops and lose to BLAS at BERT's shapes (benchmarks/RESULTS.md), so it is not dispatched.
 """
 import numpy as np
 from numba import njit, prange
 
 from . import use_ref
 from .fastmath import fast_exp
+from . import softmax as ksoftmax
 from .softmax import softmax_backward_ref, softmax_forward_ref
 
 
-def attention_forward_ref(q, k, v, mask, scale):
+def _dropped(probs, keep, keep_scale):
+    return probs if keep is None else probs * keep * probs.dtype.type(keep_scale)
+
+
+def attention_forward_ref(q, k, v, mask, scale, keep=None, keep_scale=1.0):
     probs = softmax_forward_ref(q @ k.swapaxes(-1, -2), scale, mask)
-    return probs @ v, probs
+    return _dropped(probs, keep, keep_scale) @ v, probs
 
 
-def attention_backward_ref(dout, q, k, v, probs, scale):
-    dv = probs.swapaxes(-1, -2) @ dout
-    dscores = softmax_backward_ref(probs, dout @ v.swapaxes(-1, -2), scale)
+def attention_backward_ref(dout, q, k, v, probs, scale, keep=None, keep_scale=1.0):
+    dv = _dropped(probs, keep, keep_scale).swapaxes(-1, -2) @ dout
+    dprobs = _dropped(dout @ v.swapaxes(-1, -2), keep, keep_scale)
+    dscores = softmax_backward_ref(probs, dprobs, scale)
     return dscores @ k, dscores.swapaxes(-1, -2) @ q, dv
 
 
@@ -117,19 +130,55 @@ def _key_mask(mask, b, h, t):
     return None
 
 
-def attention_forward(q, k, v, mask, scale):
-    """q, k, v (B, H, T, D) -> out (B, H, T, D), probs (B, H, T, T).
-
-    float32 with a key-padding mask (shape (B, 1, 1, T) or broadcastable to it) runs the kernel;
-    other dtypes (float64 in gradient checks) and other mask shapes (e.g. causal (T, T)) run the
-    reference."""
+def _check(q, k, v):
     if q.ndim != 4 or q.shape != k.shape or q.shape != v.shape:
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}: expected three "
                          "equal (B, H, T, D) shapes")
+
+
+def attention_forward(q, k, v, mask, scale, keep=None, keep_scale=1.0):
+    """q, k, v (B, H, T, D) -> out (B, H, T, D), probs (B, H, T, T) (before dropout).
+
+    float32: Q K^T and P V in BLAS, the softmax (scale, mask, exp, normalise) as one fused
+    kernel; other dtypes (float64 in gradient checks) run the reference."""
+    _check(q, k, v)
+    if use_ref() or not _f32(q, k, v) or q.size == 0:
+        return attention_forward_ref(q, k, v, mask, scale, keep, keep_scale)
+    scores = np.matmul(q, k.swapaxes(-1, -2))  # (B, H, T, T)
+    probs = ksoftmax.softmax_forward(scores, scale, mask)
+    return np.matmul(_dropped(probs, keep, keep_scale), v), probs
+
+
+def attention_backward(dout, q, k, v, probs, scale, keep=None, keep_scale=1.0, needs=(True, True, True)):
+    """dout, q, k, v (B, H, T, D), probs (B, H, T, T) -> dq, dk, dv (B, H, T, D), each None
+    where `needs` says that input needs no gradient: its product is skipped (under LoRA, layer
+    0's frozen key never needs dk)."""
+    if use_ref() or not _f32(dout, q, k, v, probs) or q.size == 0:
+        grads = attention_backward_ref(dout, q, k, v, probs, scale, keep, keep_scale)
+        return tuple(g if need else None for g, need in zip(grads, needs))
+    need_q, need_k, need_v = needs
+    dv = np.matmul(_dropped(probs, keep, keep_scale).swapaxes(-1, -2), dout) if need_v else None
+    if not (need_q or need_k):
+        return None, None, dv
+    dprobs = np.matmul(dout, v.swapaxes(-1, -2))  # (B, H, T, T)
+    if keep is not None:
+        dprobs *= keep
+        dprobs *= np.float32(keep_scale)
+    dscores = ksoftmax.softmax_backward(probs, dprobs, scale)
+    dq = np.matmul(dscores, k) if need_q else None
+    dk = np.matmul(dscores.swapaxes(-1, -2), q) if need_k else None
+    return dq, dk, dv
+
+
+def attention_forward_numba(q, k, v, mask, scale):
+    """The one-kernel path: q, k, v (B, H, T, D) float32 with a key-padding mask (shape
+    (B, 1, 1, T) or broadcastable to it) -> out, probs. No dropout."""
+    _check(q, k, v)
     b, h, t, d = q.shape
-    mask2 = None if use_ref() or not _f32(q, k, v) or q.size == 0 else _key_mask(mask, b, h, t)
-    if mask2 is None:
-        return attention_forward_ref(q, k, v, mask, scale)
+    mask2 = _key_mask(mask, b, h, t)
+    if mask2 is None or not _f32(q, k, v):
+        raise ValueError(f"attention_forward_numba: needs float32 and a (B, 1, 1, T) key mask, "
+                         f"got {q.dtype} and mask {None if mask is None else mask.shape}")
     out = np.empty((b * h, t, d), np.float32)
     probs = np.empty((b * h, t, t), np.float32)
     attention_forward_kernel(*(np.ascontiguousarray(a).reshape(b * h, t, d) for a in (q, k, v)),
@@ -137,10 +186,9 @@ def attention_forward(q, k, v, mask, scale):
     return out.reshape(q.shape), probs.reshape(b, h, t, t)
 
 
-def attention_backward(dout, q, k, v, probs, scale):
-    """dout, q, k, v (B, H, T, D), probs (B, H, T, T) -> dq, dk, dv (B, H, T, D)."""
-    if use_ref() or not _f32(dout, q, k, v, probs) or q.size == 0:
-        return attention_backward_ref(dout, q, k, v, probs, scale)
+def attention_backward_numba(dout, q, k, v, probs, scale):
+    """The one-kernel backward: dout, q, k, v (B, H, T, D), probs (B, H, T, T) float32 ->
+    dq, dk, dv."""
     b, h, t, d = q.shape
     flat = [np.ascontiguousarray(a).reshape(b * h, t, d) for a in (dout, q, k, v)]
     grads = [np.zeros((b * h, t, d), np.float32) for _ in range(3)]

@@ -89,7 +89,7 @@ class Dropout(Function):
 
     @staticmethod
     def forward(ctx, x, p=0.5):
-        keep = get_rng().random(x.shape) >= p
+        keep = get_rng().random(x.shape, dtype=np.float32) >= p  # float32 draws: half the time
         ctx.scale = x.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
         ctx.save_for_backward(keep)
         return x * keep * ctx.scale
@@ -151,21 +151,27 @@ class CrossEntropy(Function):
 
 @register
 class ScaledDotProductAttention(Function):
-    """softmax(q @ k^T * scale + mask) @ v over all heads at once.
+    """dropout(softmax(q @ k^T * scale + mask)) @ v over all heads at once.
 
-    q, k, v (B, H, T, D); mask additive, broadcastable to (B, H, T, T), a constant.
-    Saves probs (B, H, T, T) so the backward recomputes no softmax.
+    q, k, v (B, H, T, D); mask additive, broadcastable to (B, H, T, T), a constant. Saves probs
+    (B, H, T, T) so the backward recomputes no softmax, and with dropout (dropout_p > 0) the
+    mask of kept probabilities as bool, a quarter of a float32 copy of the dropped probs.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, mask=None, scale=1.0):
-        out, probs = kattention.attention_forward(q, k, v, mask, scale)
-        ctx.scale = scale
-        ctx.save_for_backward(q, k, v, probs)
+    def forward(ctx, q, k, v, mask=None, scale=1.0, dropout_p=0.0):
+        keep, keep_scale = None, 1.0
+        if dropout_p > 0.0:
+            b, h, t, _ = q.shape
+            keep = get_rng().random((b, h, t, t), dtype=np.float32) >= dropout_p
+            keep_scale = 1.0 / (1.0 - dropout_p)
+        out, probs = kattention.attention_forward(q, k, v, mask, scale, keep, keep_scale)
+        ctx.scale, ctx.keep_scale = scale, keep_scale
+        ctx.save_for_backward(q, k, v, probs, keep)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        q, k, v, probs = ctx.saved
-        dq, dk, dv = kattention.attention_backward(grad, q, k, v, probs, ctx.scale)
-        return tuple(d if need else None for d, need in zip((dq, dk, dv), ctx.needs_input_grad))
+        q, k, v, probs, keep = ctx.saved
+        return kattention.attention_backward(grad, q, k, v, probs, ctx.scale, keep, ctx.keep_scale,
+                                             needs=ctx.needs_input_grad[:3])
