@@ -27,11 +27,10 @@ import resource
 import subprocess
 import sys
 
-# Read before minigrad is imported: minigrad sets OMP_WAIT_POLICY=PASSIVE for Numba's pool, and
-# the torch workers must start their own OpenMP with the user's setting, not ours.
+# minigrad is imported only inside functions: it sets OMP_WAIT_POLICY=PASSIVE for Numba's pool
+# when imported, and the torch workers must start torch's own OpenMP with the user's setting
+# (torch is imported first there), not ours.
 _USER_ENV = dict(os.environ)
-
-from minigrad.profiler import cpu_name, median_seconds  # noqa: E402
 
 CONFIGS = ("inference", "head", "lora-qv", "lora-all", "full")
 INFERENCE_BATCH = 32
@@ -46,6 +45,7 @@ def run_minigrad(job):
     import numpy as np
 
     import minigrad
+    from minigrad.profiler import median_seconds
     from minigrad.nn import lora
     from models.bert_tasks import BertForSequenceClassification
     from tasks import explain
@@ -85,8 +85,10 @@ def run_minigrad(job):
 
 # ---- the torch side ------------------------------------------------------------------------
 def run_torch(job):
-    import torch
+    import torch  # first: see the comment at the top
     import transformers
+
+    from minigrad.profiler import median_seconds
     from models.bert import default_model_dir
 
     torch.set_num_threads(job["threads"])
@@ -198,6 +200,8 @@ def main(argv=None):
         job = json.loads(args.worker)
         print(json.dumps(run_torch(job) if job["side"] == "torch" else run_minigrad(job)))
         return
+    from minigrad.profiler import cpu_name
+
     compare = args.compare == "torch" and torch_available()
     if args.compare and not compare:
         print("--compare torch: torch, transformers or peft is not installed; minigrad only "
