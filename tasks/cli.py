@@ -21,9 +21,10 @@ from models.bert import default_model_dir
 from models.tokenizer import Tokenizer
 from tasks.train import Trainer, prepare_model
 
-# Learning rates that worked on these data sets with MiniLM (see benchmarks/RESULTS.md): the
-# adapters and a fresh head want a far larger step than the pretrained weights do.
-DEFAULT_LR = {"head": 2e-3, "lora": 5e-4, "full": 5e-5}
+# Learning rates measured on Rotten Tomatoes with MiniLM (benchmarks/RESULTS.md): a fresh head
+# on frozen features wants a far larger step than adapters, and those than pretrained weights
+# (head-only: 0.644 test accuracy after 3 epochs at 2e-3, 0.688 at 2e-2; LoRA: 0.824 at 5e-4).
+DEFAULT_LR = {"head": 2e-2, "lora": 5e-4, "full": 5e-5}
 
 
 @dataclass
