@@ -288,8 +288,8 @@ def report(method, info, rates, batch_size, max_length):
         f"parameters   trainable {t:,} of {total:,} ({100 * t / total:.2f}%); frozen {total - t:,}",
         f"memory       weights {mb(4 * total)} | gradients {mb(4 * t)} | AdamW state (m, v) "
         f"{mb(8 * t)} | activations saved for backward {mb(saved)} (measured)",
-        f"             held by the graph until backward {mb(info['held'])} (saved, plus every "
-        "intermediate tensor a node references)",
+        f"             held by the graph until backward {mb(info['held'])} (saved, plus leaf "
+        "inputs such as masks that nodes reference)",
         "             largest savers: " + ", ".join(f"{k} {mb(v)}" for k, v in top),
         "",
         "GFLOP per step (matrix products; 2 per multiply-add)",
