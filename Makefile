@@ -40,8 +40,12 @@ test: install-test
 	MINIGRAD_KERNELS=ref $(PY) -m pytest -q tests/test_kernels.py tests/test_tensor.py \
 		tests/test_ops_gradcheck.py tests/test_ops_torch.py tests/test_ops_hypothesis.py tests/test_numerics.py
 
+# The benchmarks of benchmarks/RESULTS.md. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, where a machine
+# sets them, pin OpenBLAS to older kernels: unset here so NumPy's BLAS runs its best.
 bench: install-test
-	$(PY) -m benchmarks.kernels
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m benchmarks.kernels
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m benchmarks.finetune --compare torch --seq 128,64
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m benchmarks.head_run
 
 # issue 8's long runs: 100,000 mutated safetensors files, then 50 SIGKILLs of a training run
 fuzz: install-test
