@@ -26,6 +26,11 @@ def _randomise(model, seed):
             p.data[...] = rng.standard_normal(p.shape).astype(np.float32) * 0.05
 
 
+def _write_task(folder, task, names, method):
+    atomic_write_json(folder / "task.json", {"task": task, "label_names": names, "max_length": 64,
+                                             "method": method, "base_model": MODEL})
+
+
 def _expected_lines(model, names):
     enc = Tokenizer.from_folder(MODEL).encode(TEXTS, max_length=64)
     with minigrad.no_grad():
@@ -41,8 +46,7 @@ def test_lora_adapter_predicts_as_the_trained_model(tmp_path, capsys):
     _randomise(model, 0)
     folder = tmp_path / "adapter"
     lora.save_adapter(model, folder, base_model_name_or_path=MODEL)
-    atomic_write_json(folder / "task.json", {"task": "classify", "label_names": names,
-                                             "max_length": 64, "method": "lora", "base_model": MODEL})
+    _write_task(folder, "classify", names, "lora")
     predict.main(["--adapter", str(folder), *TEXTS])
     assert capsys.readouterr().out.splitlines() == _expected_lines(model, names)
 
@@ -56,8 +60,7 @@ def test_model_folder_predicts_as_the_trained_model(tmp_path, capsys):
     folder = tmp_path / "model"
     lora.export_merged(model, folder, model.export_config(names))
     _copy_tokenizer(MODEL, folder)
-    atomic_write_json(folder / "task.json", {"task": "classify", "label_names": names,
-                                             "max_length": 64, "method": "head", "base_model": MODEL})
+    _write_task(folder, "classify", names, "head")
     predict.main(["--adapter", str(folder), *TEXTS])
     assert capsys.readouterr().out.splitlines() == _expected_lines(model, names)
 
@@ -71,8 +74,7 @@ def test_ner_prints_entities(tmp_path, capsys):
     model.classifier.bias.data[...] = np.array([0, 5, 0], np.float32)
     folder = tmp_path / "adapter"
     lora.save_adapter(model, folder, base_model_name_or_path=MODEL)
-    atomic_write_json(folder / "task.json", {"task": "ner", "label_names": names,
-                                             "max_length": 64, "method": "lora", "base_model": MODEL})
+    _write_task(folder, "ner", names, "lora")
     predict.main(["--adapter", str(folder), "Peter Blackburn"])
     assert capsys.readouterr().out.strip() == "[Peter]/PER [Blackburn]/PER\tPeter Blackburn"
 
