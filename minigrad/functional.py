@@ -19,7 +19,7 @@ from .ops import linalg
 from .ops import movement as mv
 from .ops import nn as nnops
 from .ops import reduce as red
-from .tensor import Tensor
+from .tensor import Tensor, _shape
 
 
 # ---- argument handling ----------------------------------------------------------------
@@ -82,13 +82,6 @@ def _axes(op, dim, axis, ndim):
         return None
     d = (d,) if isinstance(d, (int, np.integer)) else d
     return tuple(sorted(_dim(op, int(a), ndim) for a in d))
-
-
-def _shape_arg(shape):
-    """f(x, 2, 3) and f(x, (2, 3)) both mean the shape (2, 3)."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
-    return tuple(shape)
 
 
 def _int_array(op, what, x):
@@ -222,7 +215,7 @@ def logsumexp(x, dim, keepdim=False):
 
 # ---- movement -------------------------------------------------------------------------
 def reshape(x, *shape):
-    shape = _shape_arg(shape)
+    shape = _shape(shape)
     known = int(np.prod([n for n in shape if n != -1]))
     if shape.count(-1) == 1 and known and x.size % known == 0:
         shape = tuple(x.size // known if n == -1 else n for n in shape)
@@ -235,7 +228,7 @@ view = reshape
 
 
 def permute(x, *dims):
-    dims = tuple(_dim("permute", d, x.ndim) for d in _shape_arg(dims))
+    dims = tuple(_dim("permute", d, x.ndim) for d in _shape(dims))
     if sorted(dims) != list(range(x.ndim)):
         raise ValueError(f"permute: {dims} is not a permutation of the {x.ndim} dims of {x.shape}")
     return mv.Permute.apply(x, dims=dims)
@@ -250,7 +243,7 @@ def transpose(x, dim0, dim1):
 
 def expand(x, *shape):
     """Broadcast x to `shape` without copying; -1 keeps that dim (counted from the right)."""
-    shape = _shape_arg(shape)
+    shape = _shape(shape)
     lead = len(shape) - x.ndim
     shape = tuple(x.shape[i - lead] if n == -1 and i >= lead else n for i, n in enumerate(shape))
     try:

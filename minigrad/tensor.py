@@ -187,7 +187,8 @@ def randn(*shape, dtype=_FLOAT_DEFAULT, requires_grad=False):
 
 
 def _shape(shape):
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    """f(2, 3) and f((2, 3)) both mean the shape (2, 3) (constructors and functional's reshape)."""
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
 
 
 from . import functional as F  # noqa: E402  (functional imports Tensor from this module)

@@ -55,7 +55,3 @@ def load_checkpoint(path):
         raise ValueError(f"checkpoint {path}: not a minigrad training checkpoint (no state metadata)")
     return _unflatten(json.loads(meta["minigrad_checkpoint"]), io.load_file(path))
 
-
-def json_keys_to_int(d):
-    """Optimizer state dicts key parameters by index; JSON turned those keys into strings."""
-    return {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in d.items()}

@@ -20,7 +20,7 @@ import minigrad
 from minigrad import optim
 from minigrad.nn import lora
 from tasks.batching import collate, make_batches
-from tasks.checkpoint import json_keys_to_int, load_checkpoint, save_checkpoint
+from tasks.checkpoint import load_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"
@@ -168,10 +168,7 @@ class Trainer:
             raise ValueError(f"--resume: {path} was written for another model or method "
                              f"({len(ckpt['weights'])} trainable tensors vs {len(own)} here)")
         load_trainable_state(self.model, ckpt["weights"])
-        opt_state = ckpt["optimizer"]
-        if "state" in opt_state:
-            opt_state["state"] = json_keys_to_int(opt_state["state"])
-        self.optimizer.load_state_dict(opt_state)
+        self.optimizer.load_state_dict(ckpt["optimizer"])  # takes the keys JSON made strings
         self.scheduler.load_state_dict(ckpt["scheduler"])
         minigrad.get_rng().bit_generator.state = ckpt["rng"]
         self.state = ckpt["trainer"]
