@@ -127,8 +127,9 @@ def run(task, args):
           f"{len(enc['test']) if 'test' in enc else 0} test examples; method {args.method}; "
           + lora.trainable_report(model), file=sys.stderr)
 
-    evaluate = lambda logits, split: task.evaluate(logits, enc[split], getattr(data, split)  # noqa: E731
-                                                   if split != "train" else train_examples, data.label_names)
+    def evaluate(logits, split):  # split: "valid" or "test"
+        return task.evaluate(logits, enc[split], getattr(data, split), data.label_names)
+
     trainer = Trainer(model, enc["train"], enc["valid"], args,
                       lambda logits, d: evaluate(logits, "valid")[0], task.metric, args.out, args.method)
     if args.resume:
