@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from minigrad import kernels
-from minigrad.kernels import adamw, attention, cross_entropy, gelu, layernorm, matmul, softmax
+from minigrad.kernels import adamw, attention, cross_entropy, dropout, gelu, layernorm, matmul, softmax
 from minigrad.kernels.fastmath import fast_exp
 
 # One float32 tolerance for every comparison. The kernels sum in a different order than NumPy
@@ -118,15 +118,46 @@ def test_attention(shape, masked):
 def test_attention_with_dropout(shape):
     q, k, v, dout = (randn(*shape) for _ in range(4))
     b, h, t, d = shape
-    keep = rng.random((b, h, t, t)) >= 0.1
-    args = (np.zeros((b, 1, 1, t), np.float32), d ** -0.5, keep, 1 / 0.9)
+    args = (np.zeros((b, 1, 1, t), np.float32), d ** -0.5, 0.1, 1234)
     fwd, fwd_ref = both(attention.attention_forward, q, k, v, *args)
     close(fwd, fwd_ref)
     bwd, bwd_ref = both(attention.attention_backward, dout, q, k, v, fwd_ref[1], *args[1:])
     close(bwd, bwd_ref)
-    # dropout applies to the probabilities: dropping none equals no dropout
-    none_dropped = attention.attention_forward(q, k, v, args[0], args[1], np.ones_like(keep), 1.0)
-    close(none_dropped, attention.attention_forward(q, k, v, args[0], args[1]))
+    # the reference spelled out with the mask: out = (probs * keep / 0.9) @ v
+    keep = dropout.keep_mask_ref(1234, (b, h, t, t), 0.1)
+    np.testing.assert_allclose(fwd[0], (fwd_ref[1] * keep / np.float32(0.9)) @ v, rtol=RTOL, atol=ATOL)
+    # dropping with p = 0 equals no dropout
+    close(attention.attention_forward(q, k, v, args[0], args[1], 0.0, 1234),
+          attention.attention_forward(q, k, v, args[0], args[1]))
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 7), (2, 3, 5, 7), (2048, 384), (16, 12, 128, 128)])
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_kernel_draws_the_reference_mask(shape, p):
+    """Counter-based: the kernel and the reference compute the same mask from (seed, index),
+    so they agree exactly, and applying it twice (forward, then backward) uses one mask."""
+    x = randn(*shape)
+    fused, ref = both(dropout.dropout, x, p, 99)
+    np.testing.assert_array_equal(fused, ref)
+    np.testing.assert_array_equal(fused != 0, dropout.keep_mask_ref(99, shape, p) & (x != 0))
+    np.testing.assert_allclose(fused[fused != 0], x[fused != 0] / np.float32(1 - p), rtol=1e-6)
+    out = x.copy()
+    dropout.dropout(out, p, 99, out=out)
+    np.testing.assert_array_equal(out, fused)  # in place gives the same
+
+
+def test_dropout_mask_statistics():
+    """Kept fraction within 5 standard errors of 1 - p for several p; masks of different seeds
+    and of neighbouring elements are uncorrelated (a weak hash shows up as correlation)."""
+    n = 1 << 20
+    for p in (0.05, 0.1, 0.5, 0.9):
+        kept = dropout.keep_mask_ref(3, (n,), p).mean()
+        assert abs(kept - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n)
+    a = dropout.keep_mask_ref(1, (n,), 0.5).astype(np.float64)
+    b = dropout.keep_mask_ref(2, (n,), 0.5).astype(np.float64)
+    for u, w in ((a, b), (a[1:], a[:-1]), (a[128:], a[:-128])):
+        assert abs(np.corrcoef(u, w)[0, 1]) < 5 / np.sqrt(n)
+    assert not dropout.keep_mask_ref(0, (n,), 1.0).any() and dropout.keep_mask_ref(0, (n,), 0.0).all()
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (9, 13, 17), (67, 130, 45), (2048, 384, 384)])
@@ -221,6 +252,8 @@ def test_kernels_run_without_jit():
         "assert np.allclose(attention.attention_forward(q, q, q, None, 0.7)[0],\n"
         "                   attention.attention_forward_ref(q, q, q, None, 0.7)[0], atol=1e-5)\n"
         "assert np.allclose(matmul.matmul_numba(x, x.T), x @ x.T, atol=1e-5)\n"
+        "from minigrad.kernels import dropout\n"
+        "assert np.array_equal(dropout.dropout(x, 0.3, 5), dropout.dropout_ref(x, 0.3, 5))\n"
         "import numba; assert numba.config.DISABLE_JIT\n"
     )
     env = dict(os.environ, NUMBA_DISABLE_JIT="1", MINIGRAD_KERNELS="fused")

@@ -3,9 +3,9 @@ on the attention probabilities.
 
     q, k, v (B, H, T, D); mask additive, broadcastable to (B, H, T, T) (BERT: (B, 1, 1, T))
     probs = softmax(q @ k^T * scale + mask)      (B, H, T, T)
-    drop = probs * keep * keep_scale             keep: bool (B, H, T, T) or None (no dropout)
+    drop = dropout(probs, p, seed)               dropout.py's counter-based mask, p = 0: none
     out = drop @ v                               (B, H, T, D)
-    backward: dv = drop^T @ dout; dprobs = (dout @ v^T) * keep * keep_scale;
+    backward: dv = drop^T @ dout; dprobs = dropout(dout @ v^T, p, seed);
               dscores = probs * (dprobs - sum(dprobs * probs, -1)) * scale
               dq = dscores @ k; dk = dscores^T @ q
 
@@ -18,23 +18,25 @@ import numpy as np
 from numba import njit, prange
 
 from . import use_ref
+from . import dropout as kdropout
 from .fastmath import fast_exp
 from . import softmax as ksoftmax
 from .softmax import softmax_backward_ref, softmax_forward_ref
 
 
-def _dropped(probs, keep, keep_scale):
-    return probs if keep is None else probs * keep * probs.dtype.type(keep_scale)
+def _dropped(probs, p, seed, out=None):
+    """The probabilities after dropout; the mask is recomputed from the seed, never stored."""
+    return probs if p == 0.0 else kdropout.dropout(probs, p, seed, out)
 
 
-def attention_forward_ref(q, k, v, mask, scale, keep=None, keep_scale=1.0):
+def attention_forward_ref(q, k, v, mask, scale, p=0.0, seed=0):
     probs = softmax_forward_ref(q @ k.swapaxes(-1, -2), scale, mask)
-    return _dropped(probs, keep, keep_scale) @ v, probs
+    return _dropped(probs, p, seed) @ v, probs
 
 
-def attention_backward_ref(dout, q, k, v, probs, scale, keep=None, keep_scale=1.0):
-    dv = _dropped(probs, keep, keep_scale).swapaxes(-1, -2) @ dout
-    dprobs = _dropped(dout @ v.swapaxes(-1, -2), keep, keep_scale)
+def attention_backward_ref(dout, q, k, v, probs, scale, p=0.0, seed=0):
+    dv = _dropped(probs, p, seed).swapaxes(-1, -2) @ dout
+    dprobs = _dropped(dout @ v.swapaxes(-1, -2), p, seed)
     dscores = softmax_backward_ref(probs, dprobs, scale)
     return dscores @ k, dscores.swapaxes(-1, -2) @ q, dv
 
@@ -136,34 +138,33 @@ def _check(q, k, v):
                          "equal (B, H, T, D) shapes")
 
 
-def attention_forward(q, k, v, mask, scale, keep=None, keep_scale=1.0):
-    """q, k, v (B, H, T, D) -> out (B, H, T, D), probs (B, H, T, T) (before dropout).
+def attention_forward(q, k, v, mask, scale, p=0.0, seed=0):
+    """q, k, v (B, H, T, D) -> out (B, H, T, D), probs (B, H, T, T) (before dropout with
+    probability p and mask seed `seed`).
 
     float32: Q K^T and P V in BLAS, the softmax (scale, mask, exp, normalise) as one fused
     kernel; other dtypes (float64 in gradient checks) run the reference."""
     _check(q, k, v)
     if use_ref() or not _f32(q, k, v) or q.size == 0:
-        return attention_forward_ref(q, k, v, mask, scale, keep, keep_scale)
+        return attention_forward_ref(q, k, v, mask, scale, p, seed)
     scores = np.matmul(q, k.swapaxes(-1, -2))  # (B, H, T, T)
     probs = ksoftmax.softmax_forward(scores, scale, mask)
-    return np.matmul(_dropped(probs, keep, keep_scale), v), probs
+    return np.matmul(_dropped(probs, p, seed, out=scores), v), probs  # scores' buffer reused
 
 
-def attention_backward(dout, q, k, v, probs, scale, keep=None, keep_scale=1.0, needs=(True, True, True)):
+def attention_backward(dout, q, k, v, probs, scale, p=0.0, seed=0, needs=(True, True, True)):
     """dout, q, k, v (B, H, T, D), probs (B, H, T, T) -> dq, dk, dv (B, H, T, D), each None
     where `needs` says that input needs no gradient: its product is skipped (under LoRA, layer
     0's frozen key never needs dk)."""
     if use_ref() or not _f32(dout, q, k, v, probs) or q.size == 0:
-        grads = attention_backward_ref(dout, q, k, v, probs, scale, keep, keep_scale)
+        grads = attention_backward_ref(dout, q, k, v, probs, scale, p, seed)
         return tuple(g if need else None for g, need in zip(grads, needs))
     need_q, need_k, need_v = needs
-    dv = np.matmul(_dropped(probs, keep, keep_scale).swapaxes(-1, -2), dout) if need_v else None
+    dv = np.matmul(_dropped(probs, p, seed).swapaxes(-1, -2), dout) if need_v else None
     if not (need_q or need_k):
         return None, None, dv
     dprobs = np.matmul(dout, v.swapaxes(-1, -2))  # (B, H, T, T)
-    if keep is not None:
-        dprobs *= keep
-        dprobs *= np.float32(keep_scale)
+    dprobs = _dropped(dprobs, p, seed, out=dprobs)
     dscores = ksoftmax.softmax_backward(probs, dprobs, scale)
     dq = np.matmul(dscores, k) if need_q else None
     dk = np.matmul(dscores.swapaxes(-1, -2), q) if need_k else None

@@ -2,7 +2,7 @@
 dropout, embedding, cross_entropy and scaled dot-product attention.
 
 Each is one Function whose forward saves the named values its backward needs (`probs`,
-`mean`, `rstd`, the dropout `keep` mask) and calls the kernel layer, where the fused Numba
+`mean`, `rstd`, the dropout seed) and calls the kernel layer, where the fused Numba
 versions live. Shapes: B batch, T tokens, C width, H heads, D head size, K classes,
 N = B*T rows, V vocab.
 """
@@ -11,6 +11,7 @@ import numpy as np
 from ..function import Function
 from ..kernels import attention as kattention
 from ..kernels import cross_entropy as kcross_entropy
+from ..kernels import dropout as kdropout
 from ..kernels import layernorm as klayernorm
 from ..kernels import softmax as ksoftmax
 from ..tensor import get_rng
@@ -84,20 +85,18 @@ class LayerNorm(Function):
 @register
 class Dropout(Function):
     """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p),
-    so eval mode is the identity. The mask is drawn from minigrad's seeded generator and kept
-    as bool (a quarter of a float32 mask's memory)."""
+    so eval mode is the identity. The mask is a function of one seed drawn from minigrad's
+    seeded generator (kernels/dropout.py), so the only thing saved is that integer: the
+    backward applies the same mask to the gradient by calling the kernel with the same seed."""
 
     @staticmethod
     def forward(ctx, x, p=0.5):
-        keep = get_rng().random(x.shape, dtype=np.float32) >= p  # float32 draws: half the time
-        ctx.scale = x.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
-        ctx.save_for_backward(keep)
-        return x * keep * ctx.scale
+        ctx.p, ctx.seed = p, kdropout.new_seed(get_rng())
+        return kdropout.dropout(x, p, ctx.seed)
 
     @staticmethod
     def backward(ctx, grad):
-        (keep,) = ctx.saved
-        return grad * keep * ctx.scale
+        return kdropout.dropout(grad, ctx.p, ctx.seed)
 
 
 @register
@@ -154,24 +153,20 @@ class ScaledDotProductAttention(Function):
     """dropout(softmax(q @ k^T * scale + mask)) @ v over all heads at once.
 
     q, k, v (B, H, T, D); mask additive, broadcastable to (B, H, T, T), a constant. Saves probs
-    (B, H, T, T) so the backward recomputes no softmax, and with dropout (dropout_p > 0) the
-    mask of kept probabilities as bool, a quarter of a float32 copy of the dropped probs.
+    (B, H, T, T) so the backward recomputes no softmax, and with dropout (dropout_p > 0) only
+    the seed of the mask, which the backward recomputes (kernels/dropout.py).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, mask=None, scale=1.0, dropout_p=0.0):
-        keep, keep_scale = None, 1.0
-        if dropout_p > 0.0:
-            b, h, t, _ = q.shape
-            keep = get_rng().random((b, h, t, t), dtype=np.float32) >= dropout_p
-            keep_scale = 1.0 / (1.0 - dropout_p)
-        out, probs = kattention.attention_forward(q, k, v, mask, scale, keep, keep_scale)
-        ctx.scale, ctx.keep_scale = scale, keep_scale
-        ctx.save_for_backward(q, k, v, probs, keep)
+        seed = kdropout.new_seed(get_rng()) if dropout_p > 0.0 else 0
+        out, probs = kattention.attention_forward(q, k, v, mask, scale, dropout_p, seed)
+        ctx.scale, ctx.p, ctx.seed = scale, dropout_p, seed
+        ctx.save_for_backward(q, k, v, probs)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        q, k, v, probs, keep = ctx.saved
-        return kattention.attention_backward(grad, q, k, v, probs, ctx.scale, keep, ctx.keep_scale,
+        q, k, v, probs = ctx.saved
+        return kattention.attention_backward(grad, q, k, v, probs, ctx.scale, ctx.p, ctx.seed,
                                              needs=ctx.needs_input_grad[:3])
