@@ -37,6 +37,7 @@ class Task:
     encode: callable            # (tokenizer, examples, label_names, args) -> Encoded
     evaluate: callable          # (logits list, Encoded, examples, label_names) -> (metrics, report text)
     num_labels: callable = len  # (label_names) -> K
+    init_head: callable = None  # (model, Encoded train) -> None: set up a fresh head from the data
 
 
 def build_parser(task_name, presets, default_preset, epochs=3):
@@ -122,6 +123,8 @@ def run(task, args):
     config = lora.LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=args.lora_dropout,
                              target_modules=args.target_modules,
                              task_type="SEQ_CLS" if task.name != "ner" else "TOKEN_CLS")
+    if task.init_head is not None:
+        task.init_head(model, enc["train"])
     prepare_model(model, args.method, config)
     print(f"{task.name}: {len(enc['train'])} train / {len(enc['valid'])} valid / "
           f"{len(enc['test']) if 'test' in enc else 0} test examples; method {args.method}; "

@@ -57,3 +57,18 @@ def test_non_numeric_score_is_refused(tmp_path):
     valid = write_csv(tmp_path / "valid.csv", PAIRS)
     with pytest.raises(SystemExit, match="label 'high' is not a number"):
         similarity.main(["--train", train, "--valid", valid, "--out", str(tmp_path / "out")])
+
+
+def test_a_new_regression_head_starts_at_the_mean_score():
+    """A fresh head's bias is set to the mean training score; a loaded (non-zero) one is kept."""
+    from models.bert import BertConfig
+    from models.bert_tasks import BertForSequenceClassification
+    config = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=8)
+    model = BertForSequenceClassification(config, num_labels=1)
+    train = type("E", (), {"labels": [4.8, 0.2, 4.2, 0.0]})()
+    similarity.init_head(model, train)
+    np.testing.assert_allclose(model.classifier.bias.data, [2.3])
+    model.classifier.bias.data[...] = -1.0  # as if read from a fine-tuned folder
+    similarity.init_head(model, train)
+    np.testing.assert_array_equal(model.classifier.bias.data, [-1.0])
