@@ -65,6 +65,21 @@ def test_softmax(shape, mshape):
     close([dx], [dx_ref])
 
 
+@pytest.mark.parametrize("shape,mshape", [((1, 1), None), ((2, 3, 9, 9), (2, 1, 1, 9)),
+                                          ((16, 12, 128, 128), (16, 1, 1, 128))])
+def test_softmax_with_dropout(shape, mshape):
+    """Softmax fused with dropout on its output: y and dropout(y) forward, and the backward from
+    the gradient of dropout(y), against the reference (softmax, then dropout.py's mask)."""
+    x, dy = randn(*shape), randn(*shape)
+    mask = None if mshape is None else np.where(rng.random(mshape) < 0.2, -1e4, 0).astype(np.float32)
+    fused, ref = both(softmax.softmax_dropout_forward, x, 0.7, mask, 0.1, 42)
+    close(fused, ref)
+    np.testing.assert_array_equal(fused[1] != 0, dropout.keep_mask_ref(42, shape, 0.1) & (fused[0] != 0))
+    close(*both(lambda *a: [softmax.softmax_backward(*a)], ref[0], dy, 0.7, 0.1, 42))
+    out = x.copy()  # the dropped output may overwrite the input
+    close(softmax.softmax_dropout_forward(out, 0.7, mask, 0.1, 42, out=out), ref)
+
+
 @pytest.mark.parametrize("n,c", [(1, 1), (7, 5), (3, 1001), (2048, 384)])
 def test_layer_norm(n, c):
     x, dy = randn(n, c) * 2 + 1, randn(n, c)

@@ -10,7 +10,8 @@ on the attention probabilities.
               dq = dscores @ k; dk = dscores^T @ q
 
 Two fast paths beside the reference. `attention_forward` (dispatched) runs the four products
-in BLAS and the softmax (scale, mask, exp, normalise) as the fused kernel of softmax.py. `attention_forward_numba` does everything for one head in one parallel Numba
+in BLAS and the softmax (scale, mask, exp, normalise, dropout) as the fused kernel of
+softmax.py. `attention_forward_numba` does everything for one head in one parallel Numba
 kernel; it is the textbook fusion, tested and benchmarked, but its T x T x D products are
 plain loops and lose to BLAS at BERT's shapes (benchmarks/RESULTS.md), so it is not dispatched.
 """
@@ -24,9 +25,9 @@ from . import softmax as ksoftmax
 from .softmax import softmax_backward_ref, softmax_forward_ref
 
 
-def _dropped(probs, p, seed, out=None):
+def _dropped(probs, p, seed):
     """The probabilities after dropout; the mask is recomputed from the seed, never stored."""
-    return probs if p == 0.0 else kdropout.dropout(probs, p, seed, out)
+    return probs if p == 0.0 else kdropout.dropout(probs, p, seed)
 
 
 def attention_forward_ref(q, k, v, mask, scale, p=0.0, seed=0):
@@ -148,8 +149,11 @@ def attention_forward(q, k, v, mask, scale, p=0.0, seed=0):
     if use_ref() or not _f32(q, k, v) or q.size == 0:
         return attention_forward_ref(q, k, v, mask, scale, p, seed)
     scores = np.matmul(q, k.swapaxes(-1, -2))  # (B, H, T, T)
-    probs = ksoftmax.softmax_forward(scores, scale, mask)
-    return np.matmul(_dropped(probs, p, seed, out=scores), v), probs  # scores' buffer reused
+    if p == 0.0:
+        probs = ksoftmax.softmax_forward(scores, scale, mask)
+        return np.matmul(probs, v), probs
+    probs, dropped = ksoftmax.softmax_dropout_forward(scores, scale, mask, p, seed, out=scores)
+    return np.matmul(dropped, v), probs
 
 
 def attention_backward(dout, q, k, v, probs, scale, p=0.0, seed=0, needs=(True, True, True)):
@@ -163,9 +167,8 @@ def attention_backward(dout, q, k, v, probs, scale, p=0.0, seed=0, needs=(True, 
     dv = np.matmul(_dropped(probs, p, seed).swapaxes(-1, -2), dout) if need_v else None
     if not (need_q or need_k):
         return None, None, dv
-    dprobs = np.matmul(dout, v.swapaxes(-1, -2))  # (B, H, T, T)
-    dprobs = _dropped(dprobs, p, seed, out=dprobs)
-    dscores = ksoftmax.softmax_backward(probs, dprobs, scale)
+    dprobs = np.matmul(dout, v.swapaxes(-1, -2))  # (B, H, T, T), the gradient of the dropped probs
+    dscores = ksoftmax.softmax_backward(probs, dprobs, scale, p, seed)
     dq = np.matmul(dscores, k) if need_q else None
     dk = np.matmul(dscores.swapaxes(-1, -2), q) if need_k else None
     return dq, dk, dv

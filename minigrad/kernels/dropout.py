@@ -54,22 +54,27 @@ def dropout_ref(x, p, seed):
 BLOCK = 1 << 14  # elements per parallel task: big enough to amortise the scheduling
 
 
+@njit(inline="always")
+def random_bits(seed, i):
+    """The top 24 bits of splitmix64(seed, i), as an unsigned integer in [0, 2**24)."""
+    z = seed + np.uint64(i + 1) * GOLDEN
+    z = (z ^ (z >> S30)) * MIX1
+    z = (z ^ (z >> S27)) * MIX2
+    return (z ^ (z >> S31)) >> S40
+
+
 @njit(fastmath=True, parallel=True, cache=True)
 def dropout_kernel(x, seed, thresh, scale, y):
     """x (N,) float32 -> y (N,): y[i] = x[i] * scale where keep[i], else 0.
 
     for blk in prange(N / BLOCK):             blocks of 16K elements over threads
         for i in blk:                         vectorised: 8 integer ops and a select per lane
-            z = splitmix64(seed, i); y[i] = x[i] * scale if z >> 40 >= thresh else 0
+            y[i] = x[i] * scale if random_bits(seed, i) >= thresh else 0
     """
     n = x.shape[0]
     for blk in prange((n + BLOCK - 1) // BLOCK):
         for i in range(blk * BLOCK, min(blk * BLOCK + BLOCK, n)):
-            z = seed + np.uint64(i + 1) * GOLDEN
-            z = (z ^ (z >> S30)) * MIX1
-            z = (z ^ (z >> S27)) * MIX2
-            z = z ^ (z >> S31)
-            y[i] = x[i] * scale if (z >> S40) >= thresh else np.float32(0.0)
+            y[i] = x[i] * scale if random_bits(seed, i) >= thresh else np.float32(0.0)
 
 
 def dropout(x, p, seed, out=None):

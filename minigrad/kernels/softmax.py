@@ -1,12 +1,17 @@
-"""Softmax over the last axis, with an optional scale and additive mask, and its backward.
+"""Softmax over the last axis, with an optional scale and additive mask, and its backward;
+and the same with dropout on the output (attention's probabilities).
 
     y = softmax(x * scale + mask)          x (..., T) float32, mask broadcastable to x
     dx = scale * y * (dy - sum(dy * y, axis=-1))
+    with dropout (p, seed): also yd = dropout(y, p, seed); the backward takes dyd, the gradient
+    of yd, and first forms dy = dropout(dyd, p, seed) (dropout.py: the same mask, recomputed)
 """
 import numpy as np
 from numba import njit, prange
 
+from . import dropout as kdropout
 from . import use_ref
+from .dropout import random_bits
 from .fastmath import fast_exp
 
 
@@ -25,20 +30,23 @@ def softmax_backward_ref(y, dy, scale=1.0):
 
 
 @njit(fastmath=True, parallel=True, cache=True)
-def softmax_forward_kernel(x, scale, mask, mask_rows, y):
-    """x (R, T) float32, mask (Rm, T) with row r using mask[r // mask_rows] -> y (R, T).
+def softmax_forward_kernel(x, scale, mask, mask_rows, y, seed, thresh, keep_scale, yd):
+    """x (R, T) float32, mask (Rm, T) with row r using mask[r // mask_rows] -> y (R, T), and
+    when thresh > 0 (dropout) yd (R, T) = dropout(y); yd may be x's own buffer.
 
     for r in prange(R):                     one row per iteration, rows split over threads
         z = x[r] * scale + mask[r // mask_rows]; m = max(z)      pass 1
         y[r] = fast_exp(z - m); s = sum(y[r])                     pass 2
-        y[r] /= s                                                  pass 3 (row still in L1)
+        y[r] /= s; yd[r] = y[r] * keep_scale where kept, else 0   pass 3 (row still in L1)
 
-    Fuses the scale, the additive mask, the max, the exponent and the normalisation: x is read
-    twice from L1 and y written once, where the reference makes five full-size temporaries.
-    A mask that repeats over rows (BERT's (B, 1, 1, T) over (B, H, T, T)) is indexed, never
-    broadcast into memory.
+    Fuses the scale, the additive mask, the max, the exponent, the normalisation and dropout: x
+    is read twice from L1 and y (and yd) written once, where the reference makes five full-size
+    temporaries. A mask that repeats over rows (BERT's (B, 1, 1, T) over (B, H, T, T)) is
+    indexed, never broadcast into memory. Element (r, j) draws the dropout bits of flat index
+    r * T + j, so the mask is the one `dropout.dropout` draws for the whole array.
     """
     rows, t = x.shape
+    drop = thresh > 0
     for r in prange(rows):
         mrow = mask[r // mask_rows]
         m = np.float32(-np.inf)
@@ -52,25 +60,35 @@ def softmax_forward_kernel(x, scale, mask, mask_rows, y):
         inv = np.float32(1.0) / s
         for j in range(t):
             y[r, j] *= inv
+        if drop:
+            for j in range(t):
+                kept = random_bits(seed, r * t + j) >= thresh
+                yd[r, j] = y[r, j] * keep_scale if kept else np.float32(0.0)
 
 
 @njit(fastmath=True, parallel=True, cache=True)
-def softmax_backward_kernel(y, dy, scale, dx):
-    """y, dy (R, T) float32 -> dx (R, T).
+def softmax_backward_kernel(y, dy, scale, dx, seed, thresh, keep_scale):
+    """y, dy (R, T) float32 -> dx (R, T); when thresh > 0, dy is the gradient of dropout(y) and
+    goes through the same dropout mask first.
 
     for r in prange(R):
-        d = sum_j dy[r, j] * y[r, j]                   pass 1
-        dx[r] = scale * y[r] * (dy[r] - d)             pass 2
+        g = dropout(dy[r]) (or dy[r]); d = sum_j g[j] * y[r, j]; dx[r] = g   pass 1
+        dx[r] = scale * y[r] * (dx[r] - d)                                   pass 2 (in L1)
 
-    One read of y and dy per pass and one write, no temporaries.
+    One read of y and dy and one write, no temporaries.
     """
     rows, t = y.shape
+    drop = thresh > 0
     for r in prange(rows):
         d = np.float32(0.0)
         for j in range(t):
-            d += dy[r, j] * y[r, j]
+            g = dy[r, j]
+            if drop:
+                g = g * keep_scale if random_bits(seed, r * t + j) >= thresh else np.float32(0.0)
+            dx[r, j] = g
+            d += g * y[r, j]
         for j in range(t):
-            dx[r, j] = scale * y[r, j] * (dy[r, j] - d)
+            dx[r, j] = scale * y[r, j] * (dx[r, j] - d)
 
 
 def _rows_of_mask(mask, shape):
@@ -90,15 +108,13 @@ def _rows_of_mask(mask, shape):
     return np.ascontiguousarray(np.broadcast_to(m, shape)).reshape(-1, t), 1
 
 
-def softmax_forward(x, scale=1.0, mask=None):
-    """x (..., T), mask None or additive, broadcastable to x -> y (..., T), x's dtype.
-
-    float32 runs the kernel; any other dtype (float64 in gradient checks) runs the reference,
-    because the kernel's `fast_exp` is a float32 approximation."""
-    if use_ref() or x.dtype != np.float32 or x.size == 0:
-        return softmax_forward_ref(x, scale, mask)
+def _check_mask(x, mask):
     if mask is not None and np.broadcast_shapes(mask.shape, x.shape) != x.shape:
         raise ValueError(f"softmax: mask {mask.shape} does not broadcast to x {x.shape}")
+
+
+def _forward(x, scale, mask, p, seed, yd):
+    """The kernel call behind both forwards: x (..., T) float32 -> y (and yd filled if p > 0)."""
     t = x.shape[-1]
     x2 = np.ascontiguousarray(x).reshape(-1, t)
     if mask is None:
@@ -106,18 +122,44 @@ def softmax_forward(x, scale=1.0, mask=None):
     else:
         mask2, mask_rows = _rows_of_mask(mask.astype(np.float32, copy=False), x.shape)
     y = np.empty_like(x2)
-    softmax_forward_kernel(x2, np.float32(scale), mask2, mask_rows, y)
+    softmax_forward_kernel(x2, np.float32(scale), mask2, mask_rows, y, np.uint64(seed),
+                           kdropout.threshold(p), np.float32(kdropout.keep_scale(p)), yd)
     return y.reshape(x.shape)
 
 
-def softmax_backward(y, dy, scale=1.0):
-    """y, dy (..., T) -> dx (..., T); float32 runs the kernel, other dtypes the reference."""
+def softmax_forward(x, scale=1.0, mask=None):
+    """x (..., T), mask None or additive, broadcastable to x -> y (..., T), x's dtype.
+
+    float32 runs the kernel; any other dtype (float64 in gradient checks) runs the reference,
+    because the kernel's `fast_exp` is a float32 approximation."""
+    if use_ref() or x.dtype != np.float32 or x.size == 0:
+        return softmax_forward_ref(x, scale, mask)
+    _check_mask(x, mask)
+    return _forward(x, scale, mask, 0.0, 0, np.empty((1, 1), np.float32))
+
+
+def softmax_dropout_forward(x, scale, mask, p, seed, out=None):
+    """-> (y, yd): y as `softmax_forward`, yd = dropout(y, p, seed), written into `out` when
+    given (a contiguous array of x's shape, which may be x itself)."""
+    if use_ref() or x.dtype != np.float32 or x.size == 0:
+        y = softmax_forward_ref(x, scale, mask)
+        return y, kdropout.dropout(y, p, seed, out)
+    _check_mask(x, mask)
+    yd = np.empty_like(x) if out is None else out
+    y = _forward(x, scale, mask, p, seed, yd.reshape(-1, x.shape[-1]))
+    return y, yd
+
+
+def softmax_backward(y, dy, scale=1.0, p=0.0, seed=0):
+    """y, dy (..., T) -> dx (..., T); with p > 0, dy is the gradient of dropout(y, p, seed).
+    float32 runs the kernel, other dtypes the reference."""
     if use_ref() or y.dtype != np.float32 or dy.dtype != np.float32 or y.size == 0:
-        return softmax_backward_ref(y, dy, scale)
+        return softmax_backward_ref(y, dy if p == 0.0 else kdropout.dropout(dy, p, seed), scale)
     if y.shape != dy.shape:
         raise ValueError(f"softmax_backward: y {y.shape} and dy {dy.shape} differ")
     t = y.shape[-1]
     y2 = np.ascontiguousarray(y).reshape(-1, t)
     dx = np.empty_like(y2)
-    softmax_backward_kernel(y2, np.ascontiguousarray(dy).reshape(-1, t), np.float32(scale), dx)
+    softmax_backward_kernel(y2, np.ascontiguousarray(dy).reshape(-1, t), np.float32(scale), dx,
+                            np.uint64(seed), kdropout.threshold(p), np.float32(kdropout.keep_scale(p)))
     return dx.reshape(y.shape)
