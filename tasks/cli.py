@@ -40,7 +40,7 @@ class Task:
     init_head: callable = None  # (model, Encoded train) -> None: set up a fresh head from the data
 
 
-def build_parser(task_name, presets, default_preset, epochs=3):
+def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAULT_LR):
     p = argparse.ArgumentParser(prog=f"python -m tasks.{task_name}",
                                 description=f"Fine-tune BERT for {task_name} with minigrad.")
     data = p.add_argument_group("data")
@@ -64,7 +64,7 @@ def build_parser(task_name, presets, default_preset, epochs=3):
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=epochs)
     t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, help=f"default per method: {DEFAULT_LR}")
+    t.add_argument("--lr", type=float, help=f"default per method: {lr_defaults}")
     t.add_argument("--warmup-ratio", type=float, default=0.1)
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--max-grad-norm", type=float, default=1.0)
@@ -76,10 +76,10 @@ def build_parser(task_name, presets, default_preset, epochs=3):
     return p
 
 
-def finish_args(args, task_name):
+def finish_args(args, task_name, lr_defaults=DEFAULT_LR):
     if args.train and not args.valid:
         raise SystemExit(f"tasks.{task_name}: --train needs --valid as well")
-    args.lr = args.lr or DEFAULT_LR[args.method]
+    args.lr = args.lr or lr_defaults[args.method]
     args.max_length = args.max_length or 128
     args.out = args.out or os.path.join("runs", f"{task_name}-{args.method}")
     args.model = str(args.model or default_model_dir())
