@@ -96,7 +96,9 @@ class LoraLinear(Module):
         y = self.base_layer(x)
         if self.merged:
             return y
-        return y + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        # the scaling is applied to the r-wide middle, (N, r), not to the (N, out) result:
+        # the same product, out / r times less work (PEFT scales the result)
+        return y + self.lora_B(self.lora_A(self.lora_dropout(x)) * self.scaling)
 
     def delta_weight(self):
         """scaling * B A: the (out, in) change the adapter makes to the base weight."""
