@@ -20,7 +20,7 @@ import numba
 
 from minigrad import kernels
 from minigrad.profiler import cpu_name, median_seconds
-from minigrad.kernels import attention, cross_entropy, gelu, layernorm, matmul, softmax
+from minigrad.kernels import attention, cross_entropy, dropout, gelu, layernorm, matmul, softmax
 
 if torch is not None:
     torch.set_num_threads(kernels.get_num_threads())
@@ -79,42 +79,47 @@ def cases():
                                     matmul.linear_forward_ref(x, w, bb, True)[0], atol=1e-4)))
 
     B, H, T, D = 16, 12, 128, 32
-    q, k, v, do = (randn(B, H, T, D) for _ in range(4))
+    # q, k, v as the model passes them: head views of (B, T, H*D) activations, not copies
+    q, k, v, do = (randn(B, T, H * D).reshape(B, T, H, D).transpose(0, 2, 1, 3) for _ in range(4))
     mask = np.zeros((B, 1, 1, T), np.float32)
     mask[:, :, :, 100:] = -1e4
     sc = D ** -0.5
 
-    def att(mode):
-        def run():
-            with kernels.use(mode):
-                o, p = attention.attention_forward(q, k, v, mask, sc)
-                attention.attention_backward(do, q, k, v, p, sc)
-        return run
+    for p in (0.0, 0.1):
+        def att(mode, p=p):
+            def run():
+                with kernels.use(mode):
+                    o, pr = attention.attention_forward(q, k, v, mask, sc, p, 7)
+                    attention.attention_backward(do, q, k, v, pr, sc, p, 7)
+            return run
 
-    def att_np():      # the unfused composition: BLAS batched matmuls + NumPy softmax
-        o, p = attention.attention_forward_ref(q, k, v, mask, sc)
-        attention.attention_backward_ref(do, q, k, v, p, sc)
+        def att_unfused(p=p):  # the four products in BLAS, softmax (+ dropout) as softmax.py's kernels
+            scores = np.matmul(q, k.swapaxes(-1, -2))
+            pr, dropped = (softmax.softmax_forward(scores, sc, mask), None) if p == 0.0 else \
+                softmax.softmax_dropout_forward(scores, sc, mask, p, 7, out=scores)
+            np.matmul(pr if p == 0.0 else dropped, v)
+            np.matmul((pr if p == 0.0 else dropout.dropout(pr, p, 7)).swapaxes(-1, -2), do)
+            ds = softmax.softmax_backward(pr, np.matmul(do, v.swapaxes(-1, -2)), sc, p, 7)
+            np.matmul(ds, k), np.matmul(ds.swapaxes(-1, -2), q)
 
-    def att_torch(t=[torch.from_numpy(a).requires_grad_() for a in (q, k, v)] if torch else None,
-                  tm=torch and torch.from_numpy(mask), tdo=torch and torch.from_numpy(do)):
-        o = torch.nn.functional.scaled_dot_product_attention(*t, attn_mask=tm, scale=sc)
-        o.backward(tdo)
+        def att_torch(p=p, t=[torch.from_numpy(np.ascontiguousarray(a)).requires_grad_()
+                             for a in (q, k, v)] if torch else None,
+                      tm=torch and torch.from_numpy(mask), tdo=torch and torch.from_numpy(do)):
+            o = torch.nn.functional.scaled_dot_product_attention(*t, attn_mask=tm, scale=sc,
+                                                                 dropout_p=p)
+            o.backward(tdo)
 
-    def att_check():
-        o, p = attention.attention_forward(q, k, v, mask, sc)
-        ro, rp = attention.attention_forward_ref(q, k, v, mask, sc)
-        g = attention.attention_backward(do, q, k, v, p, sc)
-        rg = attention.attention_backward_ref(do, q, k, v, rp, sc)
-        return all(np.allclose(a, b, atol=1e-4) for a, b in zip((o, p) + g, (ro, rp) + rg))
-    def att_numba():   # the one-kernel path (not dispatched)
-        o, p = attention.attention_forward_numba(q, k, v, mask, sc)
-        attention.attention_backward_numba(do, q, k, v, p, sc)
+        def att_check(p=p):
+            o, pr = attention.attention_forward(q, k, v, mask, sc, p, 7)
+            g = attention.attention_backward(do, q, k, v, pr, sc, p, 7)
+            with kernels.use("ref"):
+                ro, rp = attention.attention_forward(q, k, v, mask, sc, p, 7)
+                rg = attention.attention_backward(do, q, k, v, rp, sc, p, 7)
+            return all(np.allclose(a, b, atol=1e-4) for a, b in zip((o, pr) + g, (ro, rp) + rg))
 
-    flops = 2 * B * H * T * T * D * (2 + 4)
-    out.append(("attention fwd+bwd", f"{B},{H},{T},{D}", flops, "GFLOP/s", att("ref"), att("fused"),
-                None, torch and att_torch, att_check))
-    out.append(("attention fwd+bwd (one Numba kernel)", f"{B},{H},{T},{D}", flops, "GFLOP/s",
-                att("ref"), att_numba, None, torch and att_torch, att_check))
+        flops = 2 * B * H * T * T * D * (2 + 4)
+        out.append((f"attention fwd+bwd, dropout {p}", f"{B},{H},{T},{D}", flops, "GFLOP/s",
+                    att("ref"), att("fused"), att_unfused, torch and att_torch, att_check))
 
     s = randn(B, H, T, T)
 

@@ -124,9 +124,37 @@ def test_attention(shape, masked):
     close(fwd, fwd_ref)
     bwd, bwd_ref = both(attention.attention_backward, dout, q, k, v, fwd_ref[1], d ** -0.5)
     close(bwd, bwd_ref)
-    # the one-kernel path, tested though not dispatched
-    close(attention.attention_forward_numba(q, k, v, mask, d ** -0.5), fwd_ref)
-    close(attention.attention_backward_numba(dout, q, k, v, fwd_ref[1], d ** -0.5), bwd_ref)
+
+
+def heads_view(b, h, t, d):
+    """(B, H, T, D) as the model makes it: a view of (B, T, H*D) activations, not contiguous."""
+    return randn(b, t, h * d).reshape(b, t, h, d).transpose(0, 2, 1, 3)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 33, 5), (1, 2, 77, 40), (2, 12, 128, 32)])
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_attention_fused_kernels(shape, p):
+    """The fused kernels on strided head views, at sizes that leave partial register tiles
+    (T not a multiple of 8 or 32), with every combination of needed gradients."""
+    q, k, v, dout = (heads_view(*shape) for _ in range(4))
+    b, _, t, d = shape
+    mask = np.where(rng.random((b, 1, 1, t)) < 0.3, np.finfo(np.float32).min, 0).astype(np.float32)
+    mask[..., 0] = 0
+    fwd, fwd_ref = both(attention.attention_forward, q, k, v, mask, d ** -0.5, p, 5)
+    close(fwd, fwd_ref)
+    for needs in [(True, True, True), (True, False, True), (False, False, True), (True, True, False)]:
+        bwd, bwd_ref = both(attention.attention_backward, dout, q, k, v, fwd_ref[1], d ** -0.5, p,
+                            5, needs)
+        assert [g is not None for g in bwd] == list(needs)
+        close([g for g in bwd if g is not None], [g for g in bwd_ref if g is not None])
+
+
+def test_attention_other_masks_fall_back():
+    """A mask that varies over queries (here causal) takes the BLAS + softmax path."""
+    q, k, v = (randn(2, 3, 6, 4) for _ in range(3))
+    causal = np.triu(np.full((6, 6), -1e4, np.float32), 1)
+    fwd, fwd_ref = both(attention.attention_forward, q, k, v, causal, 0.5, 0.1, 3)
+    close(fwd, fwd_ref)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 7), (2, 12, 64, 32)])

@@ -9,20 +9,20 @@ on the attention probabilities.
               dscores = probs * (dprobs - sum(dprobs * probs, -1)) * scale
               dq = dscores @ k; dk = dscores^T @ q
 
-Two fast paths beside the reference. `attention_forward` (dispatched) runs the four products
-in BLAS and the softmax (scale, mask, exp, normalise, dropout) as the fused kernel of
-softmax.py. `attention_forward_numba` does everything for one head in one parallel Numba
-kernel; it is the textbook fusion, tested and benchmarked, but its T x T x D products are
-plain loops and lose to BLAS at BERT's shapes (benchmarks/RESULTS.md), so it is not dispatched.
+The fused path (float32, key mask): `attention_forward_kernel` and `attention_backward_kernel`
+each run all of one head on one thread (prange over B*H): the (T, T) product of a block of
+query rows in matmul.py's register tile, straight into softmax.py's row functions while the
+rows are in L1, then the (T, D) products of the head with matmul.py's `_matmul_rows`. Other
+masks take Q K^T in BLAS and softmax.py's kernel; float64 takes the reference.
 """
 import numpy as np
 from numba import njit, prange
 
 from . import use_ref
 from . import dropout as kdropout
-from .fastmath import fast_exp
 from . import softmax as ksoftmax
-from .softmax import softmax_backward_ref, softmax_forward_ref
+from .matmul import MR, NR, _matmul_rows, _micro_kernel, _pack_a_block, _pack_b_panel
+from .softmax import softmax_backward_ref, softmax_backward_row, softmax_forward_ref, softmax_row
 
 
 def _dropped(probs, p, seed):
@@ -42,80 +42,109 @@ def attention_backward_ref(dout, q, k, v, probs, scale, p=0.0, seed=0):
     return dscores @ k, dscores.swapaxes(-1, -2) @ q, dv
 
 
-@njit(fastmath=True, parallel=True, cache=True)
-def attention_forward_kernel(q, k, v, mask, heads, scale, out, probs):
-    """q, k, v (BH, T, D) float32, mask (B, T) additive over keys -> out (BH, T, D),
-    probs (BH, T, T).
+@njit(fastmath=True, cache=True)
+def _pack_b(b):
+    """b (K, N) -> its panels packed for `_micro_kernel` (ceil(N / NR), K, NR)."""
+    bp = np.empty(((b.shape[1] + NR - 1) // NR, b.shape[0], NR), np.float32)
+    for pn in range(bp.shape[0]):
+        _pack_b_panel(b, bp, pn)
+    return bp
 
-    for bh in prange(B*H):                  every head of every sequence, split over threads
-        for i in range(T):                  one query row at a time
-            s[j] = q[i] . k[j] * scale + mask[b, j];  m = max(s)        T dots of length D
-            p[j] = exp(s[j] - m) / sum                                  softmax in place
-            out[i] = sum_j p[j] v[j]                                    D-wide axpys
 
-    Fuses QK^T, scale, mask, softmax and PV: the scores of one row live in the probs row that
-    is written once; the backward needs only probs (plus q, k, v), so that is all it saves.
+@njit(fastmath=True, cache=True)
+def _pack_a(a):
+    """a (M, K) -> its MR-row tiles packed for `_micro_kernel` (ceil(M / MR), K, MR)."""
+    ap = np.empty(((a.shape[0] + MR - 1) // MR, a.shape[1], MR), np.float32)
+    _pack_a_block(a, 0, a.shape[0], 0, a.shape[1], ap)
+    return ap
+
+
+@njit(fastmath=True, cache=True)
+def _tile_rows(ap, bp, tile, c, zero):
+    """c[i:i+MR] = tile `tile` of packed A @ packed B, i = tile * MR: one block of MR rows of
+    the product, all its NR-wide panels, K in one go (attention's K = D is short)."""
+    i = tile * MR
+    for pn in range(bp.shape[0]):
+        _micro_kernel(ap, tile, bp, pn, 0, ap.shape[1], c, i, min(MR, c.shape[0] - i), pn * NR,
+                      zero, True)
+
+
+@njit(fastmath=True, parallel=True, error_model="numpy", cache=True)
+def attention_forward_kernel(q, k, v, mask, scale, seed, thresh, keep_scale, probs, out):
+    """q, k, v (B, H, T, D) float32, any strides (heads split from (B, T, H, D) by a view), mask
+    (B, T) additive over keys -> probs (B, H, T, T) = softmax(q k^T * scale + mask) and
+    out (B, H, T, D) = dropout(probs) @ v (dropout when thresh > 0).
+
+    for bh in prange(B*H):                    one head per iteration: no thread sync inside
+        pack k[b, h]^T                        (D, T), 16 KB at BERT's shape: stays in L1
+        for i in T by MR:                     a block of MR query rows
+            probs[i:i+MR] = q[i:i+MR] @ k^T   matmul.py's register tile, K = D in one go
+            for r in i..i+MR:                 softmax.py's row, while the block is in L1:
+                probs[r] = softmax(probs[r] * scale + mask[b]); drop[r] = dropout(probs[r])
+        out[b, h] = drop @ v                  matmul.py's `_matmul_rows` (drop still in L2)
+
+    Everything of one head on one thread. The scores never go to memory and back, dropout(probs)
+    is a per-head scratch (T, T), never a (B, H, T, T) array, and the B*H small products run two
+    at a time: OpenBLAS splits each (T, D) x (D, T) product over both threads (192 thread syncs:
+    measured 5.9 ms of CPU for 3 ms wall, where one thread needs about 1.6 ms) and runs each
+    (T, T) x (T, D) one on a single thread, leaving the other core idle.
+    Row r of head bh draws the dropout bits of flat index (bh T + r) T + j, as `dropout.dropout`
+    does on the whole (B, H, T, T) array (the reference).
     """
-    bh_count, t, d = q.shape
-    for bh in prange(bh_count):
-        mrow = mask[bh // heads]
-        for i in range(t):
-            prow = probs[bh, i]
-            m = np.float32(-np.inf)
-            for j in range(t):
-                acc = np.float32(0.0)
-                for c in range(d):
-                    acc += q[bh, i, c] * k[bh, j, c]
-                sj = acc * scale + mrow[j]
-                prow[j] = sj
-                m = max(m, sj)
-            s = np.float32(0.0)
-            for j in range(t):
-                e = fast_exp(prow[j] - m)
-                prow[j] = e
-                s += e
-            inv = np.float32(1.0) / s
-            orow = out[bh, i]
-            orow[:] = 0.0
-            for j in range(t):
-                pj = prow[j] * inv
-                prow[j] = pj
-                for c in range(d):
-                    orow[c] += pj * v[bh, j, c]
+    nb, nh, t, d = q.shape
+    zero = np.zeros(max(t, d), np.float32)
+    for bh in prange(nb * nh):
+        b, h = bh // nh, bh % nh
+        qp, kp = _pack_a(q[b, h]), _pack_b(k[b, h].T)
+        c = probs[b, h]
+        drop = np.empty((t, t), np.float32) if thresh > 0 else c
+        for tile in range(qp.shape[0]):
+            i = tile * MR
+            _tile_rows(qp, kp, tile, c, zero)
+            for r in range(i, min(i + MR, t)):
+                softmax_row(c[r], scale, mask[b], c[r], seed, (bh * t + r) * t, thresh,
+                            keep_scale, drop[r])
+        _matmul_rows(drop, _pack_b(v[b, h]), out[b, h], 0, t, zero, False)
 
 
-@njit(fastmath=True, parallel=True, cache=True)
-def attention_backward_kernel(dout, q, k, v, probs, scale, dq, dk, dv):
-    """dout, q, k, v (BH, T, D), probs (BH, T, T) -> dq, dk, dv (BH, T, D), zeroed by caller.
+@njit(fastmath=True, parallel=True, error_model="numpy", cache=True)
+def attention_backward_kernel(dout, q, k, v, probs, scale, seed, thresh, keep_scale,
+                              need_q, need_k, need_v, dq, dk, dv):
+    """dout, q, k, v (B, H, T, D) float32, any strides, probs (B, H, T, T) -> dq, dk, dv
+    (B, H, T, D), each only where need_q, need_k, need_v (else that array may be empty).
 
     for bh in prange(B*H):
-        for i in range(T):
-            dp[j] = dout[i] . v[j];  rowdot = sum_j dp[j] p[j]          T dots of length D
-            ds[j] = p[j] (dp[j] - rowdot) * scale                       softmax backward
-            dq[i] += ds[j] k[j];  dk[j] += ds[j] q[i];  dv[j] += p[j] dout[i]
+        pack v[b, h]^T
+        for i in T by MR:
+            ds[i:i+MR] = dout[i:i+MR] @ v^T   the register tile: dprobs, MR rows
+            for r in i..i+MR:                 softmax.py's backward row, in place, in L1:
+                g = dropout(ds[r]); ds[r] = scale * p[r] * (g - sum(g * p[r]))
+                drop[r] = dropout(p[r])
+        dv = drop^T @ dout;  dq = ds @ k;  dk = ds^T @ q      `_matmul_rows`, ds in L2
 
-    Fuses the four matmuls and the softmax backward of one head: dprobs and dscores are one
-    row of T floats, never a (T, T) array.
+    The mirror of the forward: dO V^T goes straight into the softmax backward, the dropout bits
+    are drawn once per element for both dP and dropout(probs), and ds and drop are per-head
+    scratch (T, T) arrays.
     """
-    bh_count, t, d = q.shape
-    for bh in prange(bh_count):
-        dp = np.empty(t, np.float32)
-        for i in range(t):
-            prow = probs[bh, i]
-            rowdot = np.float32(0.0)
-            for j in range(t):
-                acc = np.float32(0.0)
-                for c in range(d):
-                    acc += dout[bh, i, c] * v[bh, j, c]
-                dp[j] = acc
-                rowdot += acc * prow[j]
-            for j in range(t):
-                pj = prow[j]
-                ds = pj * (dp[j] - rowdot) * scale
-                for c in range(d):
-                    dq[bh, i, c] += ds * k[bh, j, c]
-                    dk[bh, j, c] += ds * q[bh, i, c]
-                    dv[bh, j, c] += pj * dout[bh, i, c]
+    nb, nh, t, d = q.shape
+    zero = np.zeros(max(t, d), np.float32)
+    for bh in prange(nb * nh):
+        b, h = bh // nh, bh % nh
+        dop, vp = _pack_a(dout[b, h]), _pack_b(v[b, h].T)
+        ds = np.empty((t, t), np.float32)
+        drop = np.empty((t, t), np.float32) if thresh > 0 else probs[b, h]
+        for tile in range(dop.shape[0]):
+            i = tile * MR
+            _tile_rows(dop, vp, tile, ds, zero)
+            for r in range(i, min(i + MR, t)):
+                softmax_backward_row(probs[b, h, r], ds[r], scale, ds[r], seed, (bh * t + r) * t,
+                                     thresh, keep_scale, drop[r])
+        if need_v:
+            _matmul_rows(drop.T, _pack_b(dout[b, h]), dv[b, h], 0, t, zero, False)
+        if need_q:
+            _matmul_rows(ds, _pack_b(k[b, h]), dq[b, h], 0, t, zero, False)
+        if need_k:
+            _matmul_rows(ds.T, _pack_b(q[b, h]), dk[b, h], 0, t, zero, False)
 
 
 def _f32(*arrays):
@@ -124,7 +153,7 @@ def _f32(*arrays):
 
 def _key_mask(mask, b, h, t):
     """The mask as (B, T) rows when it varies over batch and key only (None, (B,1,1,T),
-    (1,1,1,T), (T,)); else None, and the wrapper takes the reference."""
+    (1,1,1,T), (T,)); else None, and the forward takes the BLAS + softmax path."""
     if mask is None:
         return np.zeros((b, t), np.float32)
     m = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
@@ -143,59 +172,46 @@ def attention_forward(q, k, v, mask, scale, p=0.0, seed=0):
     """q, k, v (B, H, T, D) -> out (B, H, T, D), probs (B, H, T, T) (before dropout with
     probability p and mask seed `seed`).
 
-    float32: Q K^T and P V in BLAS, the softmax (scale, mask, exp, normalise) as one fused
-    kernel; other dtypes (float64 in gradient checks) run the reference."""
+    float32 with a key mask ((B, 1, 1, T) or None): `attention_forward_kernel`. Another mask:
+    the products in BLAS and the softmax (and dropout) as softmax.py's kernel. Other dtypes
+    (float64 in gradient checks) run the reference."""
     _check(q, k, v)
     if use_ref() or not _f32(q, k, v) or q.size == 0:
         return attention_forward_ref(q, k, v, mask, scale, p, seed)
-    scores = np.matmul(q, k.swapaxes(-1, -2))  # (B, H, T, T)
-    if p == 0.0:
-        probs = ksoftmax.softmax_forward(scores, scale, mask)
-        return np.matmul(probs, v), probs
-    probs, dropped = ksoftmax.softmax_dropout_forward(scores, scale, mask, p, seed, out=scores)
-    return np.matmul(dropped, v), probs
+    b, h, t, _ = q.shape
+    mask2 = _key_mask(mask, b, h, t)
+    if mask2 is None:
+        scores = np.matmul(q, k.swapaxes(-1, -2))  # (B, H, T, T)
+        if p == 0.0:
+            probs = ksoftmax.softmax_forward(scores, scale, mask)
+            return np.matmul(probs, v), probs
+        probs, dropped = ksoftmax.softmax_dropout_forward(scores, scale, mask, p, seed, out=scores)
+        return np.matmul(dropped, v), probs
+    probs = np.empty((b, h, t, t), np.float32)
+    out = np.empty(q.shape, np.float32)
+    attention_forward_kernel(q, k, v, mask2, np.float32(scale), np.uint64(seed),
+                             kdropout.threshold(p), np.float32(kdropout.keep_scale(p)), probs, out)
+    return out, probs
 
 
 def attention_backward(dout, q, k, v, probs, scale, p=0.0, seed=0, needs=(True, True, True)):
     """dout, q, k, v (B, H, T, D), probs (B, H, T, T) -> dq, dk, dv (B, H, T, D), each None
     where `needs` says that input needs no gradient: its product is skipped (under LoRA, layer
-    0's frozen key never needs dk)."""
+    0's frozen key never needs dk).
+
+    float32: `attention_backward_kernel` (any mask: the backward needs only probs); when only
+    dv is needed (no dprobs at all), one BLAS product."""
     if use_ref() or not _f32(dout, q, k, v, probs) or q.size == 0:
         grads = attention_backward_ref(dout, q, k, v, probs, scale, p, seed)
         return tuple(g if need else None for g, need in zip(grads, needs))
     need_q, need_k, need_v = needs
-    dv = np.matmul(_dropped(probs, p, seed).swapaxes(-1, -2), dout) if need_v else None
     if not (need_q or need_k):
-        return None, None, dv
-    dprobs = np.matmul(dout, v.swapaxes(-1, -2))  # (B, H, T, T), the gradient of the dropped probs
-    dscores = ksoftmax.softmax_backward(probs, dprobs, scale, p, seed)
-    dq = np.matmul(dscores, k) if need_q else None
-    dk = np.matmul(dscores.swapaxes(-1, -2), q) if need_k else None
-    return dq, dk, dv
-
-
-def attention_forward_numba(q, k, v, mask, scale):
-    """The one-kernel path: q, k, v (B, H, T, D) float32 with a key-padding mask (shape
-    (B, 1, 1, T) or broadcastable to it) -> out, probs. No dropout."""
-    _check(q, k, v)
-    b, h, t, d = q.shape
-    mask2 = _key_mask(mask, b, h, t)
-    if mask2 is None or not _f32(q, k, v):
-        raise ValueError(f"attention_forward_numba: needs float32 and a (B, 1, 1, T) key mask, "
-                         f"got {q.dtype} and mask {None if mask is None else mask.shape}")
-    out = np.empty((b * h, t, d), np.float32)
-    probs = np.empty((b * h, t, t), np.float32)
-    attention_forward_kernel(*(np.ascontiguousarray(a).reshape(b * h, t, d) for a in (q, k, v)),
-                             mask2, h, np.float32(scale), out, probs)
-    return out.reshape(q.shape), probs.reshape(b, h, t, t)
-
-
-def attention_backward_numba(dout, q, k, v, probs, scale):
-    """The one-kernel backward: dout, q, k, v (B, H, T, D), probs (B, H, T, T) float32 ->
-    dq, dk, dv."""
-    b, h, t, d = q.shape
-    flat = [np.ascontiguousarray(a).reshape(b * h, t, d) for a in (dout, q, k, v)]
-    grads = [np.zeros((b * h, t, d), np.float32) for _ in range(3)]
-    attention_backward_kernel(*flat, np.ascontiguousarray(probs).reshape(b * h, t, t),
-                              np.float32(scale), *grads)
-    return tuple(g.reshape(q.shape) for g in grads)
+        return None, None, (np.matmul(_dropped(probs, p, seed).swapaxes(-1, -2), dout)
+                            if need_v else None)
+    dq, dk, dv = (np.empty(q.shape if need else (0, 0, 0, 0), np.float32)
+                  for need in needs)
+    attention_backward_kernel(dout, q, k, v, np.ascontiguousarray(probs), np.float32(scale),
+                              np.uint64(seed), kdropout.threshold(p),
+                              np.float32(kdropout.keep_scale(p)), need_q, need_k, need_v, dq,
+                              dk, dv)
+    return (dq if need_q else None), (dk if need_k else None), (dv if need_v else None)

@@ -12,7 +12,7 @@ from numba import njit, prange
 from . import dropout as kdropout
 from . import use_ref
 from .dropout import random_bits
-from .fastmath import fast_exp
+from .fastmath import fast_exp, fast_max
 
 
 def softmax_forward_ref(x, scale=1.0, mask=None):
@@ -29,15 +29,66 @@ def softmax_backward_ref(y, dy, scale=1.0):
     return dx * dx.dtype.type(scale) if scale != 1.0 else dx
 
 
+@njit(inline="always", fastmath=True, cache=True)
+def softmax_row(x, scale, mrow, y, seed, base, thresh, keep_scale, yd):
+    """One row: y = softmax(x * scale + mrow), and when thresh > 0, yd = dropout(y) with element
+    j drawing the dropout bits of flat index base + j. x may be y's own memory (in place).
+
+    z = x * scale + mrow; m = max(z)                  pass 1
+    y = fast_exp(z - m); s = sum(y)                   pass 2
+    y /= s; yd = y * keep_scale where kept, else 0    pass 3 (the row is still in L1)
+    """
+    t = x.shape[0]
+    m = np.float32(-np.inf)
+    for j in range(t):
+        m = fast_max(m, x[j] * scale + mrow[j])
+    s = np.float32(0.0)
+    for j in range(t):
+        e = fast_exp(x[j] * scale + mrow[j] - m)
+        y[j] = e
+        s += e
+    inv = np.float32(1.0) / s
+    for j in range(t):
+        y[j] *= inv
+    if thresh > 0:
+        for j in range(t):
+            kept = random_bits(seed, base + j) >= thresh
+            yd[j] = y[j] * keep_scale if kept else np.float32(0.0)
+
+
+@njit(inline="always", fastmath=True, cache=True)
+def softmax_backward_row(y, dy, scale, dx, seed, base, thresh, keep_scale, yd):
+    """One row of the backward: dx = scale * y * (g - sum(g * y)), where g = dy, or when
+    thresh > 0, g = dropout(dy) (dy is then the gradient of dropout(y)) and yd = dropout(y)
+    too when yd has the row's length (attention's dV needs it; the bits are drawn once).
+
+    g = dropout(dy); d = sum_j g[j] * y[j]; dx = g      pass 1 (yd = dropout(y))
+    dx = scale * y * (dx - d)                            pass 2 (in L1)
+    """
+    t = y.shape[0]
+    drop = thresh > 0
+    write_yd = drop and yd.shape[0] == t
+    d = np.float32(0.0)
+    for j in range(t):
+        g = dy[j]
+        if drop:
+            kept = random_bits(seed, base + j) >= thresh
+            g = g * keep_scale if kept else np.float32(0.0)
+            if write_yd:
+                yd[j] = y[j] * keep_scale if kept else np.float32(0.0)
+        dx[j] = g
+        d += g * y[j]
+    for j in range(t):
+        dx[j] = scale * y[j] * (dx[j] - d)
+
+
 @njit(fastmath=True, parallel=True, cache=True)
 def softmax_forward_kernel(x, scale, mask, mask_rows, y, seed, thresh, keep_scale, yd):
     """x (R, T) float32, mask (Rm, T) with row r using mask[r // mask_rows] -> y (R, T), and
     when thresh > 0 (dropout) yd (R, T) = dropout(y); yd may be x's own buffer.
 
     for r in prange(R):                     one row per iteration, rows split over threads
-        z = x[r] * scale + mask[r // mask_rows]; m = max(z)      pass 1
-        y[r] = fast_exp(z - m); s = sum(y[r])                     pass 2
-        y[r] /= s; yd[r] = y[r] * keep_scale where kept, else 0   pass 3 (row still in L1)
+        softmax_row(x[r], mask[r // mask_rows] -> y[r], yd[r])    three passes over the row
 
     Fuses the scale, the additive mask, the max, the exponent, the normalisation and dropout: x
     is read twice from L1 and y (and yd) written once, where the reference makes five full-size
@@ -46,24 +97,9 @@ def softmax_forward_kernel(x, scale, mask, mask_rows, y, seed, thresh, keep_scal
     r * T + j, so the mask is the one `dropout.dropout` draws for the whole array.
     """
     rows, t = x.shape
-    drop = thresh > 0
     for r in prange(rows):
-        mrow = mask[r // mask_rows]
-        m = np.float32(-np.inf)
-        for j in range(t):
-            m = max(m, x[r, j] * scale + mrow[j])
-        s = np.float32(0.0)
-        for j in range(t):
-            e = fast_exp(x[r, j] * scale + mrow[j] - m)
-            y[r, j] = e
-            s += e
-        inv = np.float32(1.0) / s
-        for j in range(t):
-            y[r, j] *= inv
-        if drop:
-            for j in range(t):
-                kept = random_bits(seed, r * t + j) >= thresh
-                yd[r, j] = y[r, j] * keep_scale if kept else np.float32(0.0)
+        ydr = yd[r] if thresh > 0 else yd[0]
+        softmax_row(x[r], scale, mask[r // mask_rows], y[r], seed, r * t, thresh, keep_scale, ydr)
 
 
 @njit(fastmath=True, parallel=True, cache=True)
@@ -72,23 +108,14 @@ def softmax_backward_kernel(y, dy, scale, dx, seed, thresh, keep_scale):
     goes through the same dropout mask first.
 
     for r in prange(R):
-        g = dropout(dy[r]) (or dy[r]); d = sum_j g[j] * y[r, j]; dx[r] = g   pass 1
-        dx[r] = scale * y[r] * (dx[r] - d)                                   pass 2 (in L1)
+        softmax_backward_row(y[r], dy[r] -> dx[r])      two passes, the second in L1
 
     One read of y and dy and one write, no temporaries.
     """
     rows, t = y.shape
-    drop = thresh > 0
+    no_yd = np.empty(0, np.float32)
     for r in prange(rows):
-        d = np.float32(0.0)
-        for j in range(t):
-            g = dy[r, j]
-            if drop:
-                g = g * keep_scale if random_bits(seed, r * t + j) >= thresh else np.float32(0.0)
-            dx[r, j] = g
-            d += g * y[r, j]
-        for j in range(t):
-            dx[r, j] = scale * y[r, j] * (dx[r, j] - d)
+        softmax_backward_row(y[r], dy[r], scale, dx[r], seed, r * t, thresh, keep_scale, no_yd)
 
 
 def _rows_of_mask(mask, shape):
