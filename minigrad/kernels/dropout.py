@@ -73,8 +73,12 @@ def dropout_kernel(x, seed, thresh, scale, y):
     """
     n = x.shape[0]
     for blk in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(blk * BLOCK, min(blk * BLOCK + BLOCK, n)):
-            y[i] = x[i] * scale if random_bits(seed, i) >= thresh else np.float32(0.0)
+        lo = blk * BLOCK
+        xb, yb = x[lo:lo + BLOCK], y[lo:lo + BLOCK]
+        # index the block's slices from 0: with x[lo + j], LLVM cannot rule out a negative
+        # index (which Numba wraps around), and it gathers and scatters instead of loading
+        for j in range(xb.shape[0]):
+            yb[j] = xb[j] * scale if random_bits(seed, lo + j) >= thresh else np.float32(0.0)
 
 
 def dropout(x, p, seed, out=None):
