@@ -42,9 +42,8 @@ def _peak_rss_mb():
 
 # ---- the minigrad side ---------------------------------------------------------------------
 def run_minigrad(job):
+    import minigrad  # before NumPy: its OpenBLAS settings must be set when OpenBLAS loads
     import numpy as np
-
-    import minigrad
     from minigrad.profiler import median_seconds
     from minigrad.nn import lora
     from models.bert_tasks import BertForSequenceClassification
