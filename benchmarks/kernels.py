@@ -5,15 +5,25 @@
 Checks every fused kernel against its reference first, warms up (reporting Numba's compile or
 cache-load time apart), then times the median of repeats. Forward and backward are timed
 together for the ops that have both ("fwd+bwd"). Not a test: it asserts only correctness.
+
+The torch column is timed in a child process (`--torch-worker`) on the same seeded inputs.
+Each side gets the runtime settings it would have on its own: torch's OpenMP must start with
+its default wait policy, not the passive one minigrad sets for Numba's pool, and with torch's
+OpenMP loaded a Numba kernel that follows a BLAS call waits for scheduler ticks (linear +
+bias + GELU: 16.0 ms in one process with torch, 6.75 ms without).
 """
 import datetime
+import json
 import subprocess
+import sys
 import time
 
-try:  # before minigrad: torch's OpenMP must start with its own default wait policy, not the
-    import torch  # OMP_WAIT_POLICY=PASSIVE that minigrad sets for Numba's pool
-except ImportError:
+TORCH_WORKER = __name__ == "__main__" and "--torch-worker" in sys.argv
+if TORCH_WORKER:  # before minigrad, for the reason above
+    import torch
+else:
     torch = None
+    import minigrad  # noqa: F401  before NumPy: its OpenBLAS settings must be set when OpenBLAS loads
 
 import numpy as np
 import numba
@@ -197,15 +207,31 @@ def cases():
     return out
 
 
+def torch_times():
+    """{case index: torch seconds} and torch's version, from a child process; ({}, reason)
+    when torch is not installed."""
+    res = subprocess.run([sys.executable, "-m", "benchmarks.kernels", "--torch-worker"],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        return {}, "not installed" if "No module named 'torch'" in res.stderr else "failed"
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    return {int(i): t for i, t in out["times"].items()}, out["version"]
+
+
+def torch_worker():
+    times = {i: timeit(case[7]) for i, case in enumerate(cases()) if case[7]}
+    print(json.dumps({"version": torch.__version__, "times": times}))
+
+
 def main():
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
     except OSError:
         commit = "?"
+    t_torch, torch_version = torch_times()
     print(f"# {datetime.date.today()} commit {commit} | {cpu_name()} | threads {kernels.get_num_threads()}"
-          f" | numpy {np.__version__} | numba {numba.__version__} | torch "
-          f"{torch.__version__ if torch else 'not installed'}")
+          f" | numpy {np.__version__} | numba {numba.__version__} | torch {torch_version}")
     all_cases = cases()
     t0 = time.perf_counter()
     for name, shape, *_, check in all_cases:          # compile (or load from cache) and check
@@ -216,11 +242,11 @@ def main():
           "fused vs BLAS | fused vs torch | fused rate |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     fmt = lambda t: "-" if t is None else f"{t * 1e3:.2f}"
-    for name, shape, work, unit, f_ref, f_fused, f_np, f_torch, _ in all_cases:
+    for i, (name, shape, work, unit, f_ref, f_fused, f_np, _, _) in enumerate(all_cases):
         r = timeit(f_ref, 3 if "30522" in shape or "numba" in name else REPEATS)
         f = timeit(f_fused)
         n = timeit(f_np) if f_np else None
-        t = timeit(f_torch) if f_torch else None
+        t = t_torch.get(i)
         rate = work / f / 1e9
         print(f"| {name} | {shape} | {fmt(r)} | {fmt(f)} | {fmt(n)} | {fmt(t)} | {r / f:.1f}x | "
               f"{'-' if n is None else f'{n / f:.2f}x'} | {'-' if t is None else f'{t / f:.2f}x'} | "
@@ -228,4 +254,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    torch_worker() if TORCH_WORKER else main()
