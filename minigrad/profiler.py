@@ -29,9 +29,7 @@ from . import function
 
 
 # ---- timing, as every minigrad benchmark does it ---------------------------------------------------
-def median_seconds(fn, repeats, warmup=1):
-    """Median wall time of `repeats` calls of fn(), after `warmup` untimed calls (compilation,
-    caches, page faults): a median, because a shared CPU's noise comes in one-sided bursts."""
+def _call_times(fn, repeats, warmup):
     for _ in range(warmup):
         fn()
     times = []
@@ -39,7 +37,19 @@ def median_seconds(fn, repeats, warmup=1):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn, repeats, warmup=1):
+    """Median wall time of `repeats` calls of fn(), after `warmup` untimed calls (compilation,
+    caches, page faults): a median, because a shared CPU's noise comes in one-sided bursts."""
+    return statistics.median(_call_times(fn, repeats, warmup))
+
+
+def best_seconds(fn, repeats, warmup=1):
+    """The fastest of `repeats` calls, after `warmup`: what the hardware and library can reach,
+    for a limit to compare against (noise only ever adds time)."""
+    return min(_call_times(fn, repeats, warmup))
 
 
 def cpu_name():

@@ -84,3 +84,12 @@ def test_print_on_exit(capsys):
     with minigrad.profile(print_on_exit=True):
         minigrad.randn(3) * 2.0
     assert "| Mul | forward | 1 |" in capsys.readouterr().out
+
+
+def test_best_seconds_is_the_fastest_call():
+    """best_seconds returns the minimum of the timed calls, median_seconds their median."""
+    import time
+    from minigrad.profiler import best_seconds, median_seconds
+    sleeps = iter([0.0, 0.03, 0.001, 0.03, 0.0, 0.03, 0.001, 0.03])  # warm-up, then 3 timed; twice
+    fn = lambda: time.sleep(next(sleeps))  # noqa: E731
+    assert best_seconds(fn, 3) < 0.02 < median_seconds(fn, 3)
