@@ -19,14 +19,33 @@ def matmul_ref(a, b):
     return np.einsum("...ik,...kj->...ij", a, b)
 
 
-# Tile sizes of the Numba matmul, chosen by measurement on the 2-core Zen 5 (benchmarks/):
-# MR x NR = 8 x 32 is the register tile: 16 AVX-512 accumulators (of 32 registers), so each step
-# of k is 2 loads of B, 8 broadcasts of A and 16 FMAs, enough independent FMAs to keep both FMA
-# pipes busy through their 4-cycle latency. A KC x NR panel of packed B (48 KB at KC=384) is
-# reused by the MC / MR tiles of a thread's row block, and the MC x KC block of packed A (96 KB)
-# stays in the 1 MB L2 while it meets every panel of B.
-MR, NR = 8, 32
-MC, KC = 64, 384
+def _register_tile_shape():
+    """(MR, NR) of the register tile for the vector registers of the CPU Numba compiles for.
+
+    The tile must fit the register file with room for one vector of B and the broadcasts of A,
+    since LLVM hoists the MR broadcasts of a step of k above its FMAs. Measured (benchmarks/,
+    2 threads, 2048 x 384 x 384):
+    - AVX-512 (32 zmm of 16 floats; Zen 5): 8 x 32, 16 accumulators, 2 loads of B, 8
+      broadcasts and 16 FMAs per k, enough independent FMAs for both FMA pipes through their
+      4-cycle latency (378 GFLOP/s, OpenBLAS 430).
+    - AVX2 (16 ymm of 8 floats; Zen 3): 3 x 32, 12 accumulators, 4 loads, 3 broadcasts and
+      12 FMAs (115 GFLOP/s, OpenBLAS 125). 8 x 32 there needs 32 accumulators and spills on
+      every k (34 GFLOP/s); 6 x 16 has 12 accumulators but 6 broadcasts, and spills too (49).
+    Numba's cache is keyed by the CPU's name and features, so a cached kernel always has the
+    tile chosen here."""
+    try:
+        from llvmlite import binding
+        wide = bool(binding.get_host_cpu_features().get("avx512f", False))
+    except RuntimeError:  # no feature list on this platform
+        wide = False
+    return (8, 32) if wide else (3, 32)
+
+
+# MR x NR is the register tile (above). A KC x NR panel of packed B (48 KB at KC=384) is reused
+# by the MC / MR tiles of a thread's row block, and the MC x KC block of packed A (about 96 KB)
+# stays in L2 (512 KB to 1 MB) while it meets every panel of B.
+MR, NR = _register_tile_shape()
+MC, KC = MR * (64 // MR), 384
 
 
 def register_tile():
@@ -58,26 +77,30 @@ def _micro_kernel(ap, t, bp, p, k0, kc, c, i, mi, j, bias, first):
     on the first block of k, c = bias + ... instead. ap (tiles, kc, MR) is packed A,
     bp (panels, K, NR) packed B; mi <= MR rows and nj <= NR columns lie inside C.
 
-    acc = 0                       (MR, NR): 16 zmm registers
+    acc = 0                       (MR, NR): 16 zmm (AVX-512) or 12 ymm (AVX2) registers
     for k in kc:                  the whole loop runs on registers
-      for j in NR:                vectorised: NR / 16 loads of B
+      for j in NR:                vectorised: NR / lanes loads of B
         for r in MR:              unrolled: broadcast A[r, k], FMA into acc[r, j]
     c[:mi, :nj] += acc            (or = acc + bias)
 
     The shape of this code is what LLVM needs to see. j outside r: LLVM unrolls the short r
     loop and vectorises j (with r outside it vectorised across r, with gathers). The tile goes
     into C as an addition over mi x nj: a plain copy loop became memcpy calls (or scalar moves at
-    fixed size), and the add also brings the bias in for free and handles edge tiles.
+    fixed size), and the add also brings the bias in for free and handles edge tiles. A and B
+    are read through slices that start at 0 (a_t, b_p): indexed as bp[p, k0 + k, jj], Numba's
+    negative-index wrap-around cost a shift, an and and a multiply on every step of k (AVX2:
+    84 against 115 GFLOP/s).
     """
     acc = register_tile()
     for r in range(MR):
         for jj in range(NR):
             acc[r, jj] = np.float32(0.0)
+    a_t, b_p = ap[t], bp[p, k0:k0 + kc]
     for k in range(kc):
         for jj in range(NR):
-            bkj = bp[p, k0 + k, jj]
+            bkj = b_p[k, jj]
             for r in range(MR):
-                acc[r, jj] += ap[t, k, r] * bkj
+                acc[r, jj] += a_t[k, r] * bkj
     nj = min(NR, c.shape[1] - j)
     bj = bias[j:j + nj]
     for r in range(mi):
