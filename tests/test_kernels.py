@@ -305,6 +305,23 @@ def test_kernels_run_without_jit():
     assert res.returncode == 0, res.stderr
 
 
+def test_kernel_caches_share_one_stamp(tmp_path):
+    """Numba would keep attention.py's cached kernels after an edit of matmul.py, whose
+    micro-kernel and tile size they compile in; each kernel's cache stamp carries a digest of
+    the whole folder instead, so a change to any kernel file recompiles them all."""
+    from minigrad.kernels import cache
+    locator = attention.attention_forward_kernel._cache._impl.locator
+    assert isinstance(locator, cache._PackageStampLocator)
+    assert locator.get_source_stamp()[1] == cache.sources_digest()
+    for name in ("a.py", "b.py"):
+        (tmp_path / name).write_text("x = 1\n")
+    before = cache.sources_digest(tmp_path)
+    (tmp_path / "b.py").write_text("x = 2\n")
+    assert cache.sources_digest(tmp_path) != before
+    # functions outside the folder keep Numba's own locator
+    assert cache._PackageStampLocator.from_function(randn, __file__) is None
+
+
 def test_thread_setting():
     n = kernels.get_num_threads()
     kernels.set_num_threads(1)

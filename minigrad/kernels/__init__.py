@@ -22,6 +22,12 @@ from .threads import configure_blas_env, default_num_threads, get_num_threads, s
 configure_blas_env()
 keep_freed_memory()
 
+# Numba, hence NumPy, only now that the BLAS settings are in the environment; and before any
+# kernel module defines its kernels
+from .cache import stamp_kernel_caches  # noqa: E402
+
+stamp_kernel_caches()
+
 _MODES = ("fused", "ref")
 _mode = os.environ.get("MINIGRAD_KERNELS", "fused")
 if _mode not in _MODES:
