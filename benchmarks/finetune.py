@@ -14,7 +14,10 @@ count on both sides, on the real weights, with full-length random batches (B, T)
 For each: median ms/step of --steps steps after warm-up, tokens/s, the matmul FLOPs of the step
 (counted by tasks.explain from the graph: a frozen weight costs no dW product), achieved GFLOP/s,
 that as a fraction of the BLAS-bound time (the same FLOPs at np.matmul's rate for each shape,
-measured in the same process), peak RSS, and minigrad / torch ratios. The torch side is
+measured in the same process) two ways: "of BLAS bound", the rates from the fastest of 15
+calls per shape against the median step (a strict limit, but the two are timed at different
+moments of a noisy machine), and "of paired bound", --steps more rounds of one step then one call
+per shape, medians of both (the same moments), peak RSS, and minigrad / torch ratios. The torch side is
 torch + transformers + PEFT with AdamW and the same dropout; `--compare torch` skips it with a
 message when they are not installed. A benchmark, not a test: the machine's noise is reported
 as medians and ratios from one run.
@@ -24,8 +27,10 @@ import datetime
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+import time
 
 # minigrad is imported only inside functions: it sets OMP_WAIT_POLICY=PASSIVE for Numba's pool
 # when imported, and the torch workers must start torch's own OpenMP with the user's setting
@@ -75,11 +80,34 @@ def run_minigrad(job):
         flops = {k: dict(f, dx=0, dw=0) for k, f in info["flops"].items()}
     else:
         flops = explain.analyse(model, B, T)["flops"]
-    rates = explain.gemm_rates({shape for (_, shape) in flops})
-    bound_fwd, bound_bwd = explain.predict_ms(flops, rates)
+    shapes = {shape for (_, shape) in flops}
+    bound_ms = sum(explain.predict_ms(flops, explain.gemm_rates(shapes)))
+    step_s, rates = interleaved_rates(step, explain.product_calls(shapes), job["steps"])
     total = sum(f["forward"] + f["dx"] + f["dw"] for f in flops.values())
-    return {"ms": ms, "peak_mb": peak, "gflop": total / 1e9, "bound_ms": bound_fwd + bound_bwd,
+    return {"ms": ms, "peak_mb": peak, "gflop": total / 1e9, "bound_ms": bound_ms,
+            "paired_ms": step_s * 1e3, "paired_bound_ms": sum(explain.predict_ms(flops, rates)),
             "threads": minigrad.kernels.get_num_threads(), "numpy": np.__version__}
+
+
+def interleaved_rates(step, calls, rounds):
+    """(median step seconds, {shape: GFLOP/s}) from `rounds` rounds of one step followed by one
+    call of each product shape, after a warm-up round. The step and the products it is
+    compared with are timed in the same moments, so a machine that is slower for a while (a
+    neighbour on the host, a lower clock) slows both: their ratio is what the step's
+    products lose inside the step, not what the machine did between two measurements."""
+    steps, times = [], {key: [] for key in calls}
+    for i in range(rounds + 1):
+        t0 = time.perf_counter()
+        step()
+        if i:
+            steps.append(time.perf_counter() - t0)
+        for key, (run, _) in calls.items():
+            t0 = time.perf_counter()
+            run()
+            if i:
+                times[key].append(time.perf_counter() - t0)
+    return (statistics.median(steps),
+            {key: calls[key][1] / statistics.median(t) / 1e9 for key, t in times.items()})
 
 
 # ---- the torch side ------------------------------------------------------------------------
@@ -161,7 +189,8 @@ def _commit():
 
 def format_table(rows, header):
     cols = ["config", "B x T", "dropout", "minigrad ms", "torch ms", "ratio", "tokens/s",
-            "GFLOP/step", "GFLOP/s", "of BLAS bound", "RSS MB", "torch RSS", "RSS ratio"]
+            "GFLOP/step", "GFLOP/s", "of BLAS bound", "of paired bound", "RSS MB", "torch RSS",
+            "RSS ratio"]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         m, t = r["minigrad"], r.get("torch")
@@ -176,6 +205,7 @@ def format_table(rows, header):
             r["config"], f"{B} x {r['seq']}", f"{r['dropout']:g}", ms_cell, t_cell,
             f"{m['ms'] / t['ms']:.2f}" if t else "-", f"{tokens:.0f}", f"{m['gflop']:.1f}",
             f"{m['gflop'] / (m['ms'] / 1e3):.0f}", f"{m['bound_ms'] / m['ms']:.0%}",
+            f"{m['paired_bound_ms'] / m['paired_ms']:.0%}",
             f"{m['peak_mb']:.0f}", f"{t['peak_mb']:.0f}" if t else "-",
             f"{m['peak_mb'] / t['peak_mb']:.2f}" if t else "-"]) + " |")
     return "\n".join(lines)

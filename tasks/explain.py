@@ -224,28 +224,33 @@ def by_part(flops):
     return parts
 
 
-def gemm_rates(shapes, repeats=15):
-    """GFLOP/s at each key of `_gemm_shape`, float32, from the fastest of `repeats` calls after
-    a warm-up call: np.matmul for a GEMM; minigrad's fused kernel for attention (what the model
-    runs there). The fastest, not the median: these rates make a limit, and with medians of 7 the
-    limit moved by up to 30% between runs of the same step on a shared machine."""
+def product_calls(shapes):
+    """{key of `_gemm_shape`: (run, flops)}: one float32 call of the product at each shape, on
+    seeded random operands: np.matmul for a GEMM; minigrad's fused kernel for attention (what
+    the model runs there)."""
     rng = np.random.default_rng(0)
-    rates = {}
+    calls = {}
     for key in shapes:
         if key[0] == "gemm":
             _, batch, m, k, n = key
             a = rng.standard_normal((batch, m, k), dtype=np.float32)
             b = rng.standard_normal((batch, k, n), dtype=np.float32)
-            run = lambda: np.matmul(a, b)  # noqa: E731
-            flops = 2 * batch * m * k * n
+            calls[key] = (lambda a=a, b=b: np.matmul(a, b)), 2 * batch * m * k * n
         else:
             _, B, H, T, D = key
             q = rng.standard_normal((B, H, T, D), dtype=np.float32)
             mask = np.zeros((B, 1, 1, T), np.float32)
-            run = lambda: kattention.attention_forward(q, q, q, mask, D ** -0.5)  # noqa: E731
-            flops = 4 * B * H * T * T * D
-        rates[key] = flops / max(best_seconds(run, repeats), 1e-9) / 1e9
-    return rates
+            calls[key] = ((lambda q=q, mask=mask: kattention.attention_forward(q, q, q, mask, D ** -0.5)),
+                          4 * B * H * T * T * D)
+    return calls
+
+
+def gemm_rates(shapes, repeats=15):
+    """GFLOP/s at each key of `_gemm_shape`, from the fastest of `repeats` calls after a warm-up
+    call. The fastest, not the median: these rates make a limit, and with medians of 7 the
+    limit moved by up to 30% between runs of the same step on a shared machine."""
+    return {key: flops / max(best_seconds(run, repeats), 1e-9) / 1e9
+            for key, (run, flops) in product_calls(shapes).items()}
 
 
 def predict_ms(flops, rates):

@@ -147,6 +147,11 @@ def test_attention_fused_kernels(shape, p):
                             5, needs)
         assert [g is not None for g in bwd] == list(needs)
         close([g for g in bwd if g is not None], [g for g in bwd_ref if g is not None])
+    # out and the gradients come back in the inputs' (B, T, H, D) layout: merging the heads
+    # back into (B, T, C) is then a view, not a copy
+    grads = attention.attention_backward(dout, q, k, v, fwd[1], d ** -0.5, p, 5)
+    for a in (fwd[0], *grads):
+        assert a.transpose(0, 2, 1, 3).flags.c_contiguous
 
 
 def test_attention_other_masks_fall_back():

@@ -188,7 +188,9 @@ def attention_forward(q, k, v, mask, scale, p=0.0, seed=0):
         probs, dropped = ksoftmax.softmax_dropout_forward(scores, scale, mask, p, seed, out=scores)
         return np.matmul(dropped, v), probs
     probs = np.empty((b, h, t, t), np.float32)
-    out = np.empty(q.shape, np.float32)
+    # out in q's memory layout (empty_like keeps the order of its strides): for heads split from
+    # (B, T, C) activations, merging them back is then a view, not a (B, T, C) copy
+    out = np.empty_like(q)
     attention_forward_kernel(q, k, v, mask2, np.float32(scale), np.uint64(seed),
                              kdropout.threshold(p), np.float32(kdropout.keep_scale(p)), probs, out)
     return out, probs
@@ -208,8 +210,10 @@ def attention_backward(dout, q, k, v, probs, scale, p=0.0, seed=0, needs=(True, 
     if not (need_q or need_k):
         return None, None, (np.matmul(_dropped(probs, p, seed).swapaxes(-1, -2), dout)
                             if need_v else None)
-    dq, dk, dv = (np.empty(q.shape if need else (0, 0, 0, 0), np.float32)
-                  for need in needs)
+    # each gradient in its input's memory layout, as `out` above: for heads split from (B, T, C),
+    # the gradient of the (B, T, C) activations is then a view, not a copy
+    dq, dk, dv = (np.empty_like(x) if need else np.empty((0, 0, 0, 0), np.float32)
+                  for x, need in zip((q, k, v), needs))
     attention_backward_kernel(dout, q, k, v, np.ascontiguousarray(probs), np.float32(scale),
                               np.uint64(seed), kdropout.threshold(p),
                               np.float32(kdropout.keep_scale(p)), need_q, need_k, need_v, dq,
