@@ -50,13 +50,17 @@ def _lowbias32_ref(z):
     return z ^ (z >> S16)
 
 
+def hash_ref(k0, k1, lo, hi):
+    """hash(seed, i) for the seed's words k0, k1 (uint32) and i's words lo, hi (uint32 arrays)."""
+    return _lowbias32_ref(_lowbias32_ref(lo * GOLDEN + k0) ^ (k1 + hi))
+
+
 def keep_mask_ref(seed, shape, p):
     """The definition: bool mask of `shape`, True where element i (C order) is kept."""
     i = np.arange(int(np.prod(shape)), dtype=np.uint64)
     seed = np.uint64(seed)
-    k0, k1 = np.uint32(seed & LOW), np.uint32(seed >> S32)
-    z = _lowbias32_ref((i & LOW).astype(np.uint32) * GOLDEN + k0)
-    z = _lowbias32_ref(z ^ (k1 + (i >> S32).astype(np.uint32)))
+    z = hash_ref(np.uint32(seed & LOW), np.uint32(seed >> S32), (i & LOW).astype(np.uint32),
+                 (i >> S32).astype(np.uint32))
     return ((z >> S8) >= threshold(p)).reshape(shape)
 
 
@@ -72,19 +76,12 @@ BLOCK = 1 << 14  # elements per parallel task: big enough to amortise the schedu
 
 
 def hash32(k0, k1, lo, hi):
-    """hash(seed, i) above for the words k0, k1 of the seed and lo, hi of i, as Python ints
-    (this is what runs under NUMBA_DISABLE_JIT). Compiled, `_hash32_ir` emits the same steps
-    as 32-bit LLVM instructions: Numba itself would widen every uint32 operation to 64 bits,
-    and LLVM then kept 64-bit multiplies, which AVX2 cannot vectorise."""
-    m = 0xFFFFFFFF
-    k0, k1, lo, hi = int(k0), int(k1), int(lo), int(hi)
-
-    def lowbias32(z):
-        z = ((z ^ (z >> 16)) * int(MIX1)) & m
-        z = ((z ^ (z >> 15)) * int(MIX2)) & m
-        return z ^ (z >> 16)
-    z = lowbias32((lo * int(GOLDEN) + k0) & m)
-    return np.uint32(lowbias32(z ^ ((k1 + hi) & m)))
+    """`hash_ref` for one index, in Python (what runs under NUMBA_DISABLE_JIT; one-element
+    arrays, since NumPy warns when uint32 scalars wrap and arrays wrap silently). Compiled,
+    `_hash32_ir` emits the same steps as 32-bit LLVM instructions: Numba itself would widen
+    every uint32 operation to 64 bits, and LLVM then kept 64-bit multiplies, which AVX2
+    cannot vectorise."""
+    return hash_ref(np.uint32(k0), np.uint32(k1), np.array([lo], np.uint32), np.array([hi], np.uint32))[0]
 
 
 @intrinsic
