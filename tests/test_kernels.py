@@ -147,10 +147,12 @@ def test_attention_fused_kernels(shape, p):
                             5, needs)
         assert [g is not None for g in bwd] == list(needs)
         close([g for g in bwd if g is not None], [g for g in bwd_ref if g is not None])
-    # out and the gradients come back in the inputs' (B, T, H, D) layout: merging the heads
-    # back into (B, T, C) is then a view, not a copy
-    grads = attention.attention_backward(dout, q, k, v, fwd[1], d ** -0.5, p, 5)
-    for a in (fwd[0], *grads):
+    # the fused kernels give out and the gradients in the inputs' (B, T, H, D) layout: merging
+    # the heads back into (B, T, C) is then a view, not a copy (the reference makes new arrays)
+    with kernels.use("fused"):
+        out, probs = attention.attention_forward(q, k, v, mask, d ** -0.5, p, 5)
+        grads = attention.attention_backward(dout, q, k, v, probs, d ** -0.5, p, 5)
+    for a in (out, *grads):
         assert a.transpose(0, 2, 1, 3).flags.c_contiguous
 
 
