@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 import minigrad
 from minigrad import optim
+from minigrad.io import remove_temporaries
 from minigrad.nn import lora
 from tasks.batching import collate, make_batches
 from tasks.checkpoint import load_checkpoint, save_checkpoint
@@ -178,9 +179,7 @@ class Trainer:
     def remove_stale_temporaries(self):
         """A run killed while writing a checkpoint leaves its temporary file (minigrad.io's
         `.<name>.<random>.tmp`) beside the intact previous one; the resuming run owns the folder."""
-        for name in os.listdir(self.out_dir):
-            if name.endswith(".tmp") and any(name.startswith(f".{target}.") for target in (CHECKPOINT, BEST)):
-                os.remove(os.path.join(self.out_dir, name))
+        remove_temporaries(self.out_dir, (CHECKPOINT, BEST))
 
     # ---- the loop ----------------------------------------------------------------------------------
     def fit(self):

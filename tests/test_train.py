@@ -106,9 +106,7 @@ def run_tiny_to_end(out_dir, **arg_overrides):
     result = outcome(trainer, trainer.fit())
     # a run that resumed at the last epoch can be killed while it writes outcome.json; like the
     # trainer with its checkpoints, this harness removes the temporary such a kill left behind
-    for name in os.listdir(out_dir):
-        if name.startswith(".outcome.json.") and name.endswith(".tmp"):
-            os.unlink(os.path.join(out_dir, name))
+    mg.io.remove_temporaries(out_dir, ["outcome.json"])
     mg.io.atomic_write_json(os.path.join(out_dir, "outcome.json"), result)
     return result
 

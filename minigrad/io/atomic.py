@@ -26,7 +26,7 @@ def atomic_open(path):
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             # mkstemp makes the file private (0600); a checkpoint should read like any other file
@@ -40,6 +40,19 @@ def atomic_open(path):
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _temp_prefix(path):
+    return "." + os.path.basename(path) + "."
+
+
+def remove_temporaries(directory, names):
+    """Delete the temporary files that writes of `names` (file names in `directory`) left when
+    their process was killed mid-write (`.<name>.<random>.tmp`); the complete files stay."""
+    prefixes = tuple(_temp_prefix(name) for name in names)
+    for entry in os.listdir(directory):
+        if entry.startswith(prefixes) and entry.endswith(".tmp"):
+            os.remove(os.path.join(directory, entry))
 
 
 def _mode_for(path):

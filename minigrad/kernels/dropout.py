@@ -90,11 +90,13 @@ def _hash32_ir(typingctx, k0, k1, lo, hi):
         k0, k1, lo, hi = args
         i32 = ir.IntType(32)
 
+        c = lambda v: ir.Constant(i32, int(v))  # noqa: E731  (the constants `_lowbias32_ref` uses)
+
         def lowbias32(z):
-            z = builder.mul(builder.xor(z, builder.lshr(z, ir.Constant(i32, 16))), ir.Constant(i32, int(MIX1)))
-            z = builder.mul(builder.xor(z, builder.lshr(z, ir.Constant(i32, 15))), ir.Constant(i32, int(MIX2)))
-            return builder.xor(z, builder.lshr(z, ir.Constant(i32, 16)))
-        z = lowbias32(builder.add(builder.mul(lo, ir.Constant(i32, int(GOLDEN))), k0))
+            z = builder.mul(builder.xor(z, builder.lshr(z, c(S16))), c(MIX1))
+            z = builder.mul(builder.xor(z, builder.lshr(z, c(S15))), c(MIX2))
+            return builder.xor(z, builder.lshr(z, c(S16)))
+        z = lowbias32(builder.add(builder.mul(lo, c(GOLDEN)), k0))
         return lowbias32(builder.xor(z, builder.add(k1, hi)))
     u32 = types.uint32
     return u32(u32, u32, u32, u32), codegen
