@@ -16,11 +16,13 @@ gradient checks) runs the references, since the kernels' `exp`/`erf` are float32
 import contextlib
 import os
 
+from .cpu import use_wide_vectors
 from .memory import keep_freed_memory
 from .threads import configure_blas_env, default_num_threads, get_num_threads, set_num_threads
 
 configure_blas_env()
 keep_freed_memory()
+use_wide_vectors()
 
 # Numba, hence NumPy, only now that the BLAS settings are in the environment; and before any
 # kernel module defines its kernels

@@ -9,7 +9,7 @@ from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from . import use_ref
+from . import cpu, use_ref
 from .fastmath import fast_erf
 from .gelu import gelu_forward_ref
 
@@ -32,13 +32,8 @@ def _register_tile_shape():
       12 FMAs (115 GFLOP/s, OpenBLAS 125). 8 x 32 there needs 32 accumulators and spills on
       every k (34 GFLOP/s); 6 x 16 has 12 accumulators but 6 broadcasts, and spills too (49).
     Numba's cache is keyed by the CPU's name and features, so a cached kernel always has the
-    tile chosen here."""
-    try:
-        from llvmlite import binding
-        wide = bool(binding.get_host_cpu_features().get("avx512f", False))
-    except RuntimeError:  # no feature list on this platform
-        wide = False
-    return (8, 32) if wide else (3, 32)
+    tile chosen here. 512-bit vectors on Intel's AVX-512 cores need cpu.use_wide_vectors()."""
+    return (8, 32) if cpu.has_avx512() else (3, 32)
 
 
 # MR x NR is the register tile (above). A KC x NR panel of packed B (48 KB at KC=384) is reused
