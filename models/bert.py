@@ -20,6 +20,7 @@ import minigrad.functional as F
 from minigrad import io
 from minigrad.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, additive_mask
 from minigrad.nn.attention import merge_heads, split_heads
+from minigrad.nn.layers import check_float_input
 from models.tokenizer import default_model_dir  # noqa: F401  (re-exported: the bundled MiniLM)
 
 
@@ -134,6 +135,11 @@ class BertIntermediate(Module):
         self.act = c.hidden_act
 
     def forward(self, x):
+        if self.act == "gelu" and isinstance(self.dense, Linear):
+            # bias and GELU in one pass over the product's output (a LoRA-wrapped dense takes
+            # the general path below)
+            check_float_input(self.dense, x, self.dense.in_features)
+            return F.linear(x, self.dense.weight, self.dense.bias, gelu=True)  # (B, T, F)
         h = self.dense(x)  # (B, T, F)
         if self.act == "relu":
             return F.relu(h)
