@@ -2,6 +2,7 @@
 
     python -m benchmarks.finetune [--compare torch] [--threads 2] [--batch-size 16]
                                   [--seq 128,64] [--dropout 0.1,0] [--steps 10] [--write]
+                                  [--no-cold-start]
 
 Every configuration runs in its own process (so its peak RSS is its own), with the same thread
 count on both sides, on the real weights, with full-length random batches (B, T):
@@ -21,6 +22,10 @@ per shape, medians of both (the same moments), peak RSS, and minigrad / torch ra
 torch + transformers + PEFT with AdamW and the same dropout; `--compare torch` skips it with a
 message when they are not installed. A benchmark, not a test: the machine's noise is reported
 as medians and ratios from one run.
+
+Last, the cold start: whole fresh processes that import, load the weights and run one forward,
+timed from outside; the first with an empty Numba cache (the first-ever compile), then three
+with the cache it wrote (`--no-cold-start` skips this).
 """
 import argparse
 import datetime
@@ -157,10 +162,39 @@ def run_torch(job):
             "torch": torch.__version__, "transformers": transformers.__version__}
 
 
+# ---- cold start ------------------------------------------------------------------------------
+def run_first_forward(job):
+    """What a fresh process does before its first answer: import, load the real weights,
+    one forward of a (1, 16) batch without grad (the thread count comes from the job's env)."""
+    import minigrad
+    from models.bert_tasks import BertForSequenceClassification
+    from tasks import explain
+    model = BertForSequenceClassification.from_pretrained(num_labels=2).eval()
+    ids, mask, types, _ = explain.make_batch(model.config, 1, 16, 2)
+    with minigrad.no_grad():
+        model(ids, mask, types)
+    return {}
+
+
+def cold_start(threads, repeats=3):
+    """(first-ever seconds, median warm seconds): wall time of whole fresh processes that reach
+    their first forward, the first with an empty Numba cache (everything compiles), the rest
+    with the cache that run wrote."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as cache:
+        times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            _spawn({"side": "first-forward", "threads": threads}, NUMBA_CACHE_DIR=cache)
+            times.append(time.perf_counter() - t0)
+    return times[0], statistics.median(times[1:])
+
+
 # ---- the driver ------------------------------------------------------------------------------
-def _spawn(job):
+def _spawn(job, **extra_env):
     env = dict(_USER_ENV, MINIGRAD_NUM_THREADS=str(job["threads"]),
-               OMP_NUM_THREADS=str(job["threads"]), OPENBLAS_NUM_THREADS=str(job["threads"]))
+               OMP_NUM_THREADS=str(job["threads"]), OPENBLAS_NUM_THREADS=str(job["threads"]),
+               **extra_env)
     proc = subprocess.run([sys.executable, "-m", "benchmarks.finetune", "--worker", json.dumps(job)],
                           capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -222,12 +256,14 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--attn", default="sdpa", help="torch attention implementation (sdpa or eager)")
+    p.add_argument("--no-cold-start", action="store_true", help="skip the cold-start timing")
     p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         job = json.loads(args.worker)
-        print(json.dumps(run_torch(job) if job["side"] == "torch" else run_minigrad(job)))
+        run = {"torch": run_torch, "minigrad": run_minigrad, "first-forward": run_first_forward}
+        print(json.dumps(run[job["side"]](job)))
         return
     from minigrad.profiler import cpu_name
 
@@ -256,6 +292,11 @@ def main(argv=None):
     versions = {k: v for r in rows for side in ("minigrad", "torch") if r.get(side)
                 for k, v in r[side].items() if k in ("numpy", "torch", "transformers")}
     table = format_table(rows, header + " · " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+    if not args.no_cold_start:
+        first, warm = cold_start(args.threads)
+        table += (f"\n\nCold start (a fresh process imports, loads the weights and runs its first "
+                  f"forward): {warm:.2f} s with the Numba cache warm (median of 3), {first:.1f} s "
+                  f"the first time ever (empty cache: every kernel it uses compiles).")
     print("\n" + table)
     if args.write:
         path = os.path.join(os.path.dirname(__file__), "RESULTS.md")
