@@ -167,7 +167,9 @@ def backward(root, grad, retain_graph=False):
         _accumulate(root, grad)
         return
     grads = {id(root._node): grad}  # gradient of each node's output, summed over its consumers
+    owned = set()  # keys of `grads` whose array this sweep allocated, so may add into in place
     for node in graph_nodes(root._node):
+        owned.discard(id(node))
         g = grads.pop(id(node), None)
         if g is None:
             continue
@@ -194,7 +196,13 @@ def backward(root, grad, retain_graph=False):
             if isinstance(parent, Node):
                 pg = unbroadcast(np.asarray(pg), shape)
                 key = id(parent)
-                grads[key] = grads[key] + pg if key in grads else pg
+                if key not in grads:
+                    grads[key] = pg  # may be an op's own array or view: never written to
+                elif key in owned and grads[key].dtype == np.result_type(grads[key], pg):
+                    grads[key] += pg  # a sum allocated below: add in place, no new buffer
+                else:
+                    grads[key] = grads[key] + pg
+                    owned.add(key)
             elif parent.requires_grad:
                 _accumulate(parent, unbroadcast(np.asarray(pg), shape))
 

@@ -28,6 +28,20 @@ def test_reused_node_gets_both_gradients():
     assert x.grad == pytest.approx(2 * 6.0 * 3.0 + 3.0)
 
 
+def test_in_place_sums_never_write_an_ops_own_gradient():
+    """backward adds a node's third and later gradients into the sum it allocated for the second;
+    Add hands the same array to both its inputs, so adding into that one would corrupt the
+    other's gradient."""
+    x = mg.tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    w = mg.tensor(np.array([0.5, 4.0, -1.0]), requires_grad=True)
+    y = x * 2.0                          # used four times below
+    a = y + w                            # Add: the same gradient array for y and for w
+    z = (a + y + y * y + y).sum()        # dz/dy = 1 + 1 + 2y + 1, dz/dw = 1
+    z.backward()
+    np.testing.assert_allclose(w.grad, np.ones(3))
+    np.testing.assert_allclose(x.grad, 2.0 * (3.0 + 2.0 * y.data))
+
+
 def test_gradients_accumulate_until_zeroed():
     x = mg.tensor([1.0, 2.0], requires_grad=True)
     (x * 2.0).sum().backward()
