@@ -388,6 +388,29 @@ def linear(x, weight, bias=None, gelu=False):
     return linalg.Linear.apply(x, weight, bias, gelu=gelu)
 
 
+def lora_linear(x, weight, bias, lora_A, lora_B, scaling):
+    """linear(x, weight, bias) + ((x @ lora_A^T) * scaling) @ lora_B^T in one op, PEFT's shapes:
+    x (..., Cin), weight (Cout, Cin), bias (Cout,) or None, lora_A (r, Cin), lora_B (Cout, r)
+    -> (..., Cout). The LoRA layer's forward when its dropout is the identity."""
+    _check_float("lora_linear", x, weight, lora_A, lora_B)
+    r = lora_A.shape[0] if lora_A.ndim == 2 else None
+    if (weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]
+            or lora_A.shape != (r, weight.shape[1]) or lora_B.shape != (weight.shape[0], r)):
+        raise ValueError(f"lora_linear: input {x.shape}, weight {weight.shape}, lora_A {lora_A.shape}, "
+                         f"lora_B {lora_B.shape}: expected input (..., Cin), weight (Cout, Cin), "
+                         f"lora_A (r, Cin) and lora_B (Cout, r)")
+    for name, t in (("weight", weight), ("lora_A", lora_A), ("lora_B", lora_B)):
+        if t.dtype != x.dtype:
+            raise TypeError(f"lora_linear: input {x.dtype} {x.shape} and {name} {t.dtype} "
+                            f"{t.shape} differ in dtype")
+    if bias is None:
+        return linalg.LoraLinear.apply(x, weight, lora_A, lora_B, scaling=scaling)
+    bias = as_tensor(bias, like=weight)
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(f"lora_linear: bias {bias.shape} does not match weight {weight.shape}")
+    return linalg.LoraLinear.apply(x, weight, lora_A, lora_B, bias, scaling=scaling)
+
+
 # ---- neural-network ops ---------------------------------------------------------------
 def softmax(x, dim=-1):
     _check_float("softmax", x)
@@ -412,6 +435,28 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
         if t.shape != shape:
             raise ValueError(f"layer_norm: {name} {t.shape} does not match normalized_shape {shape}")
     return nnops.LayerNorm.apply(x, weight, bias, ndim=len(shape), eps=eps)
+
+
+def dropout_add_layer_norm(x, residual, weight, bias, p=0.5, training=True, eps=1e-5):
+    """layer_norm(dropout(x, p, training) + residual, C, weight, bias, eps) as one op:
+    x, residual (..., C), weight, bias (C,) -> (..., C). The mask, and the seed it takes from
+    minigrad's generator, are those `dropout` would use, so the result is the composition's."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout_add_layer_norm: p={p} is not a probability")
+    _check_float("dropout_add_layer_norm", x)
+    residual, weight, bias = (as_tensor(t, like=x) for t in (residual, weight, bias))
+    if residual.shape != x.shape:
+        raise ValueError(f"dropout_add_layer_norm: x {x.shape} and residual {residual.shape} differ")
+    if residual.dtype != x.dtype:
+        raise TypeError(f"dropout_add_layer_norm: x {x.dtype} and residual {residual.dtype} "
+                        f"(shape {x.shape}) differ in dtype")
+    c = x.shape[-1] if x.ndim else None
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t.shape != (c,):
+            raise ValueError(f"dropout_add_layer_norm: {name} {t.shape} does not match x {x.shape}: "
+                             f"expected ({c},)")
+    return nnops.DropoutAddLayerNorm.apply(x, residual, weight, bias, p=p if training else 0.0,
+                                           eps=eps)
 
 
 def dropout(x, p=0.5, training=True):

@@ -74,6 +74,9 @@ def forward_flops(cls, arrays, out):
         return 2 * out.size * arrays[0].shape[-1]
     if name == "Linear":  # out (..., Cout), contracted over Cin
         return 2 * out.size * arrays[1].shape[1]
+    if name == "LoraLinear":  # x W^T, x A^T (Cin -> r) and t B^T (r -> Cout)
+        (cout, cin), r = arrays[1].shape, arrays[2].shape[0]
+        return 2 * (out.size // cout) * (cin * cout + cin * r + r * cout)
     if name == "ScaledDotProductAttention":
         q, k = arrays[0], arrays[1]
         B, H, T, D = q.shape
@@ -93,6 +96,18 @@ def _backward_flops(fn, grad, input_grads):
         k_of_b = -1 if name == "Linear" else -2
         return ((0 if da is None else 2 * grad.size * da.shape[-1])
                 + (0 if db is None else 2 * grad.size * db.shape[k_of_b]))
+    if name == "LoraLinear":
+        # dx = dy W + du A, dW = dy^T x, dA = du^T x, dB = dy^T t, du = dy B when dx or dA;
+        # r is read from dA or dB (under LoRA, A and B always train)
+        dx, dw, da, db = input_grads[:4]
+        if da is None and db is None:
+            return None
+        rows, cout = grad.size // grad.shape[-1], grad.shape[-1]
+        r = da.shape[0] if da is not None else db.shape[1]
+        cin = next((g.shape[-1] for g in (dx, dw, da) if g is not None), 0)
+        return 2 * rows * ((dx is not None) * (cout * cin + r * cin) + (dw is not None) * cout * cin
+                           + (da is not None) * r * cin + (db is not None) * cout * r
+                           + (dx is not None or da is not None) * cout * r)
     if name == "ScaledDotProductAttention":
         # dV = P^T dO if dv; dP = dO V^T if dq or dk; dQ = dS K if dq; dK = dS^T Q if dk:
         # each one (T, T, D) product per head

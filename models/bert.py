@@ -115,7 +115,10 @@ class BertSelfOutput(Module):
         self.dropout = Dropout(c.hidden_dropout_prob)
 
     def forward(self, h, residual):
-        return self.LayerNorm(self.dropout(self.dense(h)) + residual)
+        # LayerNorm(dropout(dense(h)) + residual), the dropout, add and norm in one pass
+        ln, drop = self.LayerNorm, self.dropout
+        return F.dropout_add_layer_norm(self.dense(h), residual, ln.weight, ln.bias, drop.p,
+                                        drop.training, ln.eps)  # (B, T, C)
 
 
 class BertAttention(Module):

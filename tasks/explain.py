@@ -42,7 +42,7 @@ from models.bert import default_model_dir
 from models.bert_tasks import BertForSequenceClassification
 from tasks.train import prepare_model
 
-PRODUCTS = ("Linear", "MatMul", "ScaledDotProductAttention")
+PRODUCTS = ("Linear", "MatMul", "ScaledDotProductAttention", "LoraLinear")
 PARTS = ("encoder", "lora", "head")  # head = pooler + classifier
 
 
@@ -66,6 +66,18 @@ def _gemm_shape(cls, arrays):
     return ("attention", *a.shape)
 
 
+def _lora_products(arrays, names, needs=(False,) * 4):
+    """The three products of the fused LoRA layer, x W^T, x A^T and t B^T, as
+    [(part, GEMM shape), forward FLOPs, (dX runs, dW runs)], the runs read from needs_input_grad
+    (x, weight, lora_A, lora_B) as ops/linalg.py's LoraLinear skips them."""
+    x, w, a = arrays[0], arrays[1], arrays[2]
+    n, (cout, cin), r = x.size // x.shape[-1], w.shape, a.shape[0]
+    need_x, need_w, need_a, need_b = needs[:4]
+    return [((_part(names.get(id(w), "")), ("gemm", 1, n, cin, cout)), 2 * n * cin * cout, (need_x, need_w)),
+            (("lora", ("gemm", 1, n, cin, r)), 2 * n * cin * r, (need_x, need_a)),
+            (("lora", ("gemm", 1, n, r, cout)), 2 * n * r * cout, (need_x or need_a, need_b))]
+
+
 class _ForwardCounter:
     """A hook (function._op_hooks protocol) adding up forward FLOPs per (part, GEMM shape) of
     every product op, inside the graph or not."""
@@ -78,7 +90,10 @@ class _ForwardCounter:
         return None
 
     def after_forward(self, cls, arrays, out, token):
-        if cls.__name__ in PRODUCTS:
+        if cls.__name__ == "LoraLinear":
+            for key, flops, _ in _lora_products(arrays, self.names):
+                self.flops[key] = self.flops.get(key, 0) + flops
+        elif cls.__name__ in PRODUCTS:
             part = _part(self.names.get(id(arrays[1]), "")) if cls.__name__ == "Linear" else "encoder"
             key = (part, _gemm_shape(cls, arrays))
             self.flops[key] = self.flops.get(key, 0) + forward_flops(cls, arrays, out)
@@ -106,6 +121,12 @@ def _backward_flops(nodes, names):
         if name not in PRODUCTS:
             continue
         arrays = _input_arrays(node)
+        if name == "LoraLinear":
+            for key, fwd, (dx, dw) in _lora_products(arrays, names, node.ctx.needs_input_grad):
+                acc = out.setdefault(key, [0, 0])
+                acc[0] += fwd * dx
+                acc[1] += fwd * dw
+            continue
         fwd = forward_flops(node.fn, arrays, np.empty(_out_shape(name, arrays), np.bool_))
         needs = node.ctx.needs_input_grad
         if name == "Linear":

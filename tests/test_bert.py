@@ -268,3 +268,56 @@ def test_sts_zero_shot_matches_transformers(folder, theirs, torch, tmp_path):
     scores = np.einsum("nc,nc->n", first, second)
     reference = 100.0 * spearman(scores, [e.label for e in examples])
     assert abs(result["spearman"] - reference) <= 0.1, (result["spearman"], reference)
+
+
+# ---- the fused sublayer output ---------------------------------------------------------------
+# The fused kernel sums each row in another order than NumPy and may contract the dropout scale
+# and the residual add into one multiply-add: a few float32 ulps on O(1) values. A wrong mask,
+# seed or gradient is off by O(1e-1).
+TOL_FUSED = 1e-5
+
+
+def test_self_output_fuses_dropout_add_layer_norm(rng):
+    """BertSelfOutput in training, dropout 0.1, against dense -> dropout -> add -> layer_norm
+    composed from the separate ops with the same seed: the output, every gradient, and the
+    generator's state after the forward (the fused op draws the seed the Dropout op would)."""
+    from minigrad.function import graph_nodes
+    from minigrad.tensor import get_rng
+    from models.bert import BertSelfOutput
+
+    block = BertSelfOutput(BertConfig(**TINY, hidden_dropout_prob=0.1)).train()
+    for _, p in block.named_parameters():
+        p.data[...] += rng.standard_normal(p.shape).astype(np.float32) * 0.3
+    h, residual = (mg.tensor(rng.standard_normal((2, 7, 32)).astype(np.float32), requires_grad=True)
+                   for _ in range(2))
+    dy = mg.tensor(rng.standard_normal((2, 7, 32)).astype(np.float32))
+    ln = block.LayerNorm
+
+    def run(forward):
+        mg.manual_seed(11)
+        out = forward()
+        next_draw = get_rng().integers(1 << 62)
+        ops = {node.fn.__name__ for node in graph_nodes(out._node)}
+        (out * dy).sum().backward()
+        grads = {name: p.grad for name, p in block.named_parameters()}
+        grads.update(h=h.grad, residual=residual.grad)
+        block.zero_grad()
+        h.grad = residual.grad = None
+        return out.data, grads, next_draw, ops
+
+    fused = run(lambda: block(h, residual))
+    composed = run(lambda: F.layer_norm(F.dropout(block.dense(h), 0.1) + residual, 32,
+                                        ln.weight, ln.bias, ln.eps))
+    assert "DropoutAddLayerNorm" in fused[3] and not {"Dropout", "LayerNorm"} & fused[3]
+    assert {"Dropout", "Add", "LayerNorm"} <= composed[3]
+    np.testing.assert_allclose(fused[0], composed[0], rtol=0, atol=TOL_FUSED)
+    assert fused[1].keys() == composed[1].keys()
+    for name, g in fused[1].items():
+        assert g.dtype == np.float32, name
+        np.testing.assert_allclose(g, composed[1][name], rtol=0, atol=TOL_FUSED, err_msg=name)
+    assert fused[2] == composed[2]
+    # dropout was on: in eval mode the output differs by O(1), and no seed is drawn
+    mg.manual_seed(11)
+    with mg.no_grad():
+        assert np.abs(block.eval()(h, residual).data - fused[0]).max() > 0.1
+    assert get_rng().integers(1 << 62) == np.random.default_rng(11).integers(1 << 62)

@@ -61,7 +61,8 @@ def test_fast_exp_makes_no_subnormals():
     y = np.empty_like(x)
     gelu.gelu_backward_kernel(x, np.full_like(x, 1e-3), y)  # pdf * x * dy: the smallest products
     assert not np.any((y != 0) & (np.abs(y) < tiny))
-    s = softmax.softmax_forward(np.concatenate([[0.0], x]).astype(np.float32)[None], 1.0, None)
+    with kernels.use("fused"):  # the kernel, also in make test's MINIGRAD_KERNELS=ref pass
+        s = softmax.softmax_forward(np.concatenate([[0.0], x]).astype(np.float32)[None], 1.0, None)
     assert not np.any((s != 0) & (s < tiny)) and np.all(s[0, 1:][x < -80] == 0)
 
 
@@ -348,3 +349,56 @@ def test_thread_setting():
         assert kernels.get_num_threads() == 1
     finally:
         kernels.set_num_threads(n)
+
+
+@pytest.mark.parametrize("n,m,r", [(1, 1, 1), (1, 7, 3), (37, 129, 5), (2048, 384, 8)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_lora_update(n, m, r, with_bias):
+    """The fused rank-r update in place, as LoRA's forward calls it (b = lora_B (M, r)) and as
+    its backward does (b = lora_A^T, a transposed view)."""
+    h, t, bias = randn(n, m), randn(n, r), randn(m) if with_bias else None
+    for b in (randn(m, r), randn(r, m).T):
+        fused, ref = h.copy(), h.copy()
+        with kernels.use("fused"):
+            out = matmul.lora_update(fused, t, b, bias)
+        assert out is fused  # in place
+        matmul.lora_update_ref(ref, t, b, bias)
+        assert not np.allclose(ref, h)  # the update does something
+        close([fused], [ref], scale=np.sqrt(r))
+    with pytest.raises(ValueError, match=r"lora_update: .* expected h \(N, M\), t \(N, r\)"):
+        matmul.lora_update(h, t, randn(m + 1, r))
+
+
+@pytest.mark.parametrize("n,c", [(1, 1), (7, 5), (3, 1001), (2048, 384)])
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_dropout_add_layer_norm(n, c, p):
+    """Dropout, residual add and layer norm in one kernel, forward (y, s, mean, rstd) and
+    backward (dx, dresidual, dgamma, dbeta), against the reference (dropout_ref, then layer
+    norm's references)."""
+    x, residual, dy = randn(n, c), randn(n, c) * 2 + 1, randn(n, c)
+    gamma, beta = randn(c), randn(c)
+    fwd, fwd_ref = both(layernorm.dropout_add_layer_norm_forward, x, residual, gamma, beta, p, 7, 1e-5)
+    close(fwd, fwd_ref)
+    _, s, mean, rstd = fwd_ref
+    bwd, bwd_ref = both(layernorm.dropout_add_layer_norm_backward, dy, s, gamma, mean, rstd, p, 7)
+    # dx = rstd * (...): on a constant row (C = 1) rstd is 1/sqrt(eps) ~ 316 and multiplies the
+    # rounding error of dy * gamma - mean(dy * gamma), whose exact value is 0
+    close(bwd[:2], bwd_ref[:2], scale=max(1.0, rstd.max()))
+    close(bwd[2:], bwd_ref[2:], scale=np.sqrt(n))  # dgamma, dbeta sum over n rows
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3, 5), (2048, 384)])
+def test_dropout_add_layer_norm_draws_the_dropout_mask(shape):
+    """The fused kernel's dropout is `dropout.dropout`'s, bit for bit, for the same seed: with a
+    zero residual, s is dropout(x); in the backward, dx is dropout(dresidual)."""
+    x, dy = randn(*shape), randn(*shape)
+    gamma, beta = randn(shape[-1]), randn(shape[-1])
+    with kernels.use("fused"):
+        _, s, mean, rstd = layernorm.dropout_add_layer_norm_forward(
+            x, np.zeros_like(x), gamma, beta, 0.1, 99, 1e-5)
+        np.testing.assert_array_equal(s, dropout.dropout(x, 0.1, 99))
+        np.testing.assert_array_equal(s != 0, dropout.keep_mask_ref(99, shape, 0.1) & (x != 0))
+        dx, dresidual, _, _ = layernorm.dropout_add_layer_norm_backward(dy, s, gamma, mean, rstd, 0.1, 99)
+        np.testing.assert_array_equal(dx, dropout.dropout(dresidual, 0.1, 99))
+    if x.size > 100:
+        assert 0.05 < (s == 0).mean() < 0.15  # something was dropped

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import minigrad as mg
+import minigrad.functional as F
+from minigrad.kernels import matmul as kmatmul
 from minigrad.nn import Linear, lora
 from minigrad.testing import gradcheck
 from models.bert import BertConfig
@@ -20,6 +22,11 @@ from models.bert_tasks import BertForSequenceClassification
 # float32 merged vs unmerged: W + s B A is rounded once more than W x + s B (A x); over a few
 # layers of width 32 that stays near 1e-6, so the issue's 1e-5 bound is the test's.
 MERGE_ATOL = 1e-5
+# float32 fused op vs the composed graph: the fused op adds the bias and the rank-r term onto
+# x W^T in another order (and dx's two terms in place, not in the engine's sum), so results
+# differ in the last bit or two, ~5e-7 on these O(1) values; 1e-5 keeps a 20x margin and still
+# catches a lost or doubled scaling or bias, which moves them by O(0.1).
+FUSED_TOL = dict(rtol=1e-5, atol=1e-5)
 
 
 def tiny_config(dropout=0.0):
@@ -106,6 +113,82 @@ def test_gradcheck_lora_a_and_b():
     assert gradcheck(lambda x, A, B: layer(x), [x, A, B])
     assert A.grad.dtype == np.float64 and B.grad.dtype == np.float64
     assert layer.base_layer.weight.grad is not None  # a plain layer: the base still trains here
+
+
+def lora_layer(cin=48, cout=40, r=8, lora_dropout=0.0, seed=0):
+    """A float32 LoraLinear with a nonzero B, so the adapter acts and dA is nonzero."""
+    mg.manual_seed(seed)
+    layer = lora.LoraLinear(Linear(cin, cout), r=r, lora_alpha=16, lora_dropout=lora_dropout)
+    layer.lora_B.weight.data[...] = 0.1 * np.random.default_rng(seed).standard_normal((cout, r))
+    return layer
+
+
+def composed(layer, x):
+    """The layer as five ops (Linear, Linear, Mul, Linear, Add): what forward ran before the fused op."""
+    base = layer.base_layer
+    return (F.linear(x, base.weight, base.bias)
+            + F.linear(F.linear(x, layer.lora_A.weight) * layer.scaling, layer.lora_B.weight))
+
+
+def op_names(y):
+    return {node.fn.__name__ for node in mg.function.graph_nodes(y._node)}
+
+
+@pytest.mark.parametrize("trainable", [(), ("bias",), ("bias", "weight")])
+def test_fused_op_matches_composed_graph(trainable):
+    layer = lora_layer()
+    layer.base_layer.requires_grad_(False)
+    for name in trainable:
+        getattr(layer.base_layer, name).requires_grad_(True)
+    params = [layer.lora_A.weight, layer.lora_B.weight] + [getattr(layer.base_layer, n) for n in trainable]
+    rng = np.random.default_rng(1)
+    x_data = rng.standard_normal((3, 17, 48)).astype(np.float32)
+    dy = mg.tensor(rng.standard_normal((3, 17, 40)).astype(np.float32))
+    results = {}
+    for path in ("fused", "composed"):
+        for p in layer.parameters():
+            p.grad = None
+        x = mg.tensor(x_data, requires_grad=True)
+        y = layer(x) if path == "fused" else composed(layer, x)
+        assert ("LoraLinear" in op_names(y)) == (path == "fused")
+        (y * dy).sum().backward()
+        results[path] = [y.data, x.grad] + [p.grad for p in params]
+    for fused, ref in zip(results["fused"], results["composed"]):
+        assert fused.dtype == np.float32 and fused.shape == ref.shape
+        np.testing.assert_allclose(fused, ref, **FUSED_TOL)
+    assert np.abs(results["fused"][0] - F.linear(mg.tensor(x_data), layer.base_layer.weight,
+                                                 layer.base_layer.bias).data).max() > 0.1  # B acts
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_frozen_base_weight_costs_no_dw(monkeypatch, frozen):
+    """Under LoRA the backward runs no (out, in) product for the frozen weight, and leaves its
+    .grad None; a trainable base weight gets one, so the check can fail."""
+    layer = lora_layer(cin=48, cout=40)
+    layer.base_layer.weight.requires_grad_(not frozen)
+    x = mg.tensor(np.random.default_rng(2).standard_normal((2, 5, 48)).astype(np.float32),
+                  requires_grad=True)
+    y = layer(x)
+    products = []
+    matmul = kmatmul.matmul
+    monkeypatch.setattr(kmatmul, "matmul", lambda a, b: products.append((a.shape[-2], b.shape[-1]))
+                        or matmul(a, b))
+    y.sum().backward()
+    assert ((40, 48) in products) == (not frozen)
+    assert (layer.base_layer.weight.grad is None) == frozen
+    assert all(t.grad is not None for t in (x, layer.lora_A.weight, layer.lora_B.weight))
+
+
+def test_fused_path_only_without_active_dropout():
+    """Dropout active in training puts a mask between x and A: the composed graph. In eval mode
+    the layer is the one fused op; merged, it is the base Linear alone."""
+    layer = lora_layer(lora_dropout=0.3)
+    x = mg.tensor(np.ones((2, 48), np.float32), requires_grad=True)
+    names = op_names(layer.train()(x))
+    assert "Dropout" in names and "LoraLinear" not in names
+    assert op_names(layer.eval()(x)) == {"LoraLinear"}
+    layer.merge()
+    assert op_names(layer(x)) == {"Linear"}
 
 
 def test_merge_unmerge():

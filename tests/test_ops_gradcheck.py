@@ -102,11 +102,26 @@ CASES = {
     "Linear": [(F.linear, [leaf(2, 3, 4), leaf(5, 4), leaf(5)]), (F.linear, [leaf(3, 4), leaf(2, 4)]),
                (lambda x, w, b: F.linear(x, w, b, gelu=True), [leaf(3, 4), leaf(5, 4), leaf(5)]),
                (lambda x, w=const(2, 3): F.linear(x, w), [leaf(1, 3)])],
+    # every input, x (N, Cin) or (B, T, Cin), weight (Cout, Cin), bias, lora_A (r, Cin), lora_B (Cout, r)
+    "LoraLinear": [(lambda x, w, b, a, bb: F.lora_linear(x, w, b, a, bb, 0.7),
+                    [leaf(2, 3, 5), leaf(7, 5), leaf(7), leaf(3, 5), leaf(7, 3)]),
+                   (lambda x, w, a, bb: F.lora_linear(x, w, None, a, bb, 2.0),
+                    [leaf(5, 3), leaf(1, 3), leaf(1, 3), leaf(1, 1)]),
+                   (lambda x, a, bb, w=const(4, 3): F.lora_linear(x, w, None, a, bb, 1.5),
+                    [leaf(1, 1, 3), leaf(3, 3), leaf(4, 3)])],
     "Softmax": [(F.softmax, [leaf(3, 5)]), (lambda x: F.softmax(x, dim=0), [leaf(3, 1, 2)])],
     "LogSoftmax": [(F.log_softmax, [leaf(3, 5)]), (lambda x: x.log_softmax(1), [leaf(2, 3, 2)])],
     "LayerNorm": [(lambda x, w, b: F.layer_norm(x, 5, w, b), [leaf(2, 3, 5), leaf(5), leaf(5)]),
                   (lambda x: F.layer_norm(x, (2, 3)), [leaf(1, 2, 3)])],
     "Dropout": [(lambda x: (mg.manual_seed(3), F.dropout(x, 0.4))[1], [leaf(3, 7)])],
+    "DropoutAddLayerNorm": [
+        (lambda x, r, w, b: F.dropout_add_layer_norm(x, r, w, b, p=0.0),
+         [leaf(2, 3, 5), leaf(2, 3, 5), leaf(5), leaf(5)]),
+        (lambda x, r, w, b: (mg.manual_seed(3), F.dropout_add_layer_norm(x, r, w, b, p=0.4))[1],
+         [leaf(2, 3, 7), leaf(2, 3, 7), leaf(7), leaf(7)]),
+        # x a constant: the backward then skips x's masked gradient
+        (lambda r, w, b, x=const(1, 3, 7): (mg.manual_seed(4), F.dropout_add_layer_norm(x, r, w, b, 0.4))[1],
+         [leaf(1, 3, 7), leaf(7), leaf(7)])],
     "Embedding": [(lambda w: F.embedding(np.array([[1, 3, 1], [0, 1, 1]]), w), [leaf(4, 3)]),
                   (lambda w: F.embedding(mg.tensor(np.array([2])), w), [leaf(3, 1)])],
     "CrossEntropy": [

@@ -276,3 +276,53 @@ def linear_forward(x, w, b=None, gelu=False):
     y = np.empty_like(h2)
     bias_gelu_kernel(h2, np.zeros(h.shape[-1], np.float32) if b is None else np.ascontiguousarray(b), y)
     return y.reshape(h.shape), h
+
+
+def lora_update_ref(h, t, b, bias=None):
+    """h (N, M) += bias (M,) + t (N, r) @ b (M, r)^T, in place; returns h. LoRA's rank-r term
+    (b is lora_B, t the scaled middle x A^T s) added onto the base product x W^T."""
+    h += t @ b.T
+    if bias is not None:
+        h += bias
+    return h
+
+
+@njit(fastmath=True, parallel=True, cache=True)
+def lora_update_kernel(h, t, bt, bias):
+    """h (N, M) += bias (M,) + t (N, r) @ bt (r, M), in place, float32: the bias and a rank-r
+    product fused into one pass over h, where NumPy would make two (N, M) temporaries.
+
+    for n in prange(N):           rows over threads
+      h[n, :] += bias             the row stays in L1 for the r updates below
+      for j in range(r):
+        for m in range(M):        vectorised: contiguous in h and bt
+          h[n, m] += t[n, j] * bt[j, m]
+
+    r is small (LoRA's 8), so r + 1 passes over a row in L1 cost less than one over h in memory.
+    """
+    for n in prange(h.shape[0]):
+        row = h[n]
+        for m in range(h.shape[1]):
+            row[m] += bias[m]
+        for j in range(t.shape[1]):
+            c, up = t[n, j], bt[j]
+            for m in range(h.shape[1]):
+                row[m] += c * up[m]
+
+
+def lora_update(h, t, b, bias=None):
+    """h (N, M) += bias (M,) | None + t (N, r) @ b (M, r)^T, in place; returns h.
+
+    LoRA's forward passes lora_B as b onto x W^T; its backward passes lora_A^T (a view) onto
+    dy W, for dx, with no bias. The kernel reads b^T (r, M) row by row: for lora_A^T that is
+    lora_A itself, no copy; for lora_B a copy of r x M floats. float64 takes the reference."""
+    if (h.ndim != 2 or t.ndim != 2 or t.shape[0] != h.shape[0] or b.shape != (h.shape[-1], t.shape[-1])
+            or (bias is not None and bias.shape != h.shape[-1:])):
+        raise ValueError(f"lora_update: h {h.shape} += t {t.shape} @ b{b.shape}^T + bias "
+                         f"{None if bias is None else bias.shape}: expected h (N, M), t (N, r), "
+                         f"b (M, r) and bias (M,)")
+    if use_ref() or any(a is not None and a.dtype != np.float32 for a in (h, t, b, bias)):
+        return lora_update_ref(h, t, b, bias)
+    bias = np.zeros(h.shape[1], np.float32) if bias is None else np.ascontiguousarray(bias)
+    lora_update_kernel(h, np.ascontiguousarray(t), np.ascontiguousarray(b.T), bias)
+    return h

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import functional as F
 from ..io import atomic_write_json, load_file, save_file
 from . import init
 from .layers import Dropout, Linear, check_float_input
@@ -71,7 +72,10 @@ class LoraConfig:
 
 
 class LoraLinear(Module):
-    """A base Linear plus the low-rank update B A, scaled. x (..., in) -> (..., out)."""
+    """A base Linear plus the low-rank update B A, scaled. x (..., in) -> (..., out).
+
+    Unmerged, and with its dropout the identity (p = 0, or eval mode), the layer is one op,
+    `F.lora_linear`; with dropout active in training it is composed from Linear, Mul and Add."""
 
     def __init__(self, base_layer, r, lora_alpha, lora_dropout=0.0, use_rslora=False):
         super().__init__()
@@ -93,12 +97,16 @@ class LoraLinear(Module):
 
     def forward(self, x):
         check_float_input(self, x, self.in_features)  # name the adapter, not its base layer
-        y = self.base_layer(x)
         if self.merged:
-            return y
+            return self.base_layer(x)
+        dropout = self.lora_dropout
+        if dropout.p == 0.0 or not dropout.training:  # the adapter sees x itself: one fused op
+            base = self.base_layer
+            return F.lora_linear(x, base.weight, base.bias, self.lora_A.weight, self.lora_B.weight,
+                                 self.scaling)
         # the scaling is applied to the r-wide middle, (N, r), not to the (N, out) result:
         # the same product, out / r times less work (PEFT scales the result)
-        return y + self.lora_B(self.lora_A(self.lora_dropout(x)) * self.scaling)
+        return self.base_layer(x) + self.lora_B(self.lora_A(dropout(x)) * self.scaling)
 
     def delta_weight(self):
         """scaling * B A: the (out, in) change the adapter makes to the base weight."""

@@ -1,8 +1,10 @@
-"""Matrix products: batched `matmul` and the `linear` layer op. Both call the kernel layer
-(`minigrad.kernels.matmul`), which picks BLAS or the Numba kernel per shape.
+"""Matrix products: batched `matmul`, the `linear` layer op and `lora_linear`, a Linear with
+its LoRA adapter. All call the kernel layer (`minigrad.kernels.matmul`), which picks BLAS or
+the Numba kernel per shape.
 
-    matmul  a (..., M, K) @ b (..., K, N) -> (..., M, N)   batch dims broadcast
-    linear  x (..., Cin), weight (Cout, Cin), bias (Cout,) -> (..., Cout)   PyTorch's layout
+    matmul       a (..., M, K) @ b (..., K, N) -> (..., M, N)   batch dims broadcast
+    linear       x (..., Cin), weight (Cout, Cin), bias (Cout,) -> (..., Cout)   PyTorch's layout
+    lora_linear  linear + ((x @ lora_A^T) * scaling) @ lora_B^T, lora_A (r, Cin), lora_B (Cout, r)
 
 Each backward computes only the gradients asked for: under LoRA the frozen weight of a linear
 layer needs no dW, so that matmul (a third of the layer's backward cost) is never run.
@@ -63,3 +65,53 @@ class Linear(Function):
             return dx, dweight
         dbias = dy.sum(axis=0) if needs[2] else None
         return dx, dweight, dbias
+
+
+@register
+class LoraLinear(Function):
+    """A Linear with its LoRA adapter as one op (PEFT's shapes, r the rank):
+
+        u = x @ lora_A^T                       (N, r)
+        t = u * scaling                        (N, r)   the scaled middle
+        y = x @ weight^T + bias + t @ lora_B^T (N, Cout)
+        x (..., Cin), weight (Cout, Cin), lora_A (r, Cin), lora_B (Cout, r), bias (Cout,)
+
+    Inputs are (x, weight, lora_A, lora_B) or (x, weight, lora_A, lora_B, bias). Composed from
+    Linear, Mul and Add this is five nodes, and the sum writes two more (N, Cout) arrays; here
+    the bias and the rank-r term go into the BLAS product's output in one pass (`lora_update`),
+    forward and, for dx, backward. The frozen base weight costs no dW product.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, lora_A, lora_B, bias=None, scaling=1.0):
+        x2d = x.reshape(-1, x.shape[-1])  # (N, Cin)
+        # scaled on the r-wide middle, not the (N, Cout) result: the same product, Cout / r
+        # times less work (PEFT scales the result)
+        t = kmatmul.linear_forward(x2d, lora_A)[0] * scaling  # (N, r)
+        # the products as Linear computes them, so an adapter with B = 0 changes no bit of y
+        h = kmatmul.linear_forward(x2d, weight)[0]  # (N, Cout)
+        y = kmatmul.lora_update(h, t, lora_B, bias)
+        need_x, need_w, need_a, need_b = ctx.needs_input_grad[:4]
+        ctx.x_shape, ctx.scaling = x.shape, scaling
+        ctx.save_for_backward(x2d if need_w or need_a else None, weight if need_x else None,
+                              lora_A if need_x else None, lora_B if need_x or need_a else None,
+                              t if need_b else None)
+        return y.reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2d, weight, lora_A, lora_B, t = ctx.saved
+        dy = grad.reshape(-1, grad.shape[-1])  # (N, Cout)
+        needs = ctx.needs_input_grad
+        need_x, need_w, need_a, need_b = needs[:4]
+        du = kmatmul.matmul(dy, lora_B) * ctx.scaling if need_x or need_a else None  # (N, r)
+        dx = None
+        if need_x:  # dy W + du A, the rank-r term added in place
+            dx = kmatmul.lora_update(kmatmul.matmul(dy, weight), du, lora_A.T).reshape(ctx.x_shape)
+        dweight = kmatmul.matmul(dy.T, x2d) if need_w else None
+        dlora_A = kmatmul.matmul(du.T, x2d) if need_a else None  # (r, Cin)
+        dlora_B = kmatmul.matmul(dy.T, t) if need_b else None  # (Cout, r)
+        if len(needs) == 4:
+            return dx, dweight, dlora_A, dlora_B
+        dbias = dy.sum(axis=0) if needs[4] else None
+        return dx, dweight, dlora_A, dlora_B, dbias

@@ -1,5 +1,6 @@
 """The neural-network ops with hand-written backwards: softmax, log_softmax, layer_norm,
-dropout, embedding, cross_entropy and scaled dot-product attention.
+dropout, dropout + residual add + layer_norm fused, embedding, cross_entropy and scaled
+dot-product attention.
 
 Each is one Function whose forward saves the named values its backward needs (`probs`,
 `mean`, `rstd`, the dropout seed) and calls the kernel layer, where the fused Numba
@@ -97,6 +98,37 @@ class Dropout(Function):
     @staticmethod
     def backward(ctx, grad):
         return kdropout.dropout(grad, ctx.p, ctx.seed)
+
+
+@register
+class DropoutAddLayerNorm(Function):
+    """layer_norm(dropout(x, p) + residual) * weight + bias over the last axis: Dropout, Add and
+    LayerNorm as one op (BERT's sublayer output), one kernel pass forward and one backward.
+
+    x, residual (..., C), weight, bias (C,); p = 0 means no dropout. The seed is drawn where the
+    Dropout op draws it (only when p > 0), so fusing leaves the random stream unchanged. Saves
+    the sum s = dropout(x) + residual (what LayerNorm saves as its input), mean, rstd (N,) and
+    the seed; the backward's ds is residual's gradient and, through the same mask, x's.
+    """
+
+    @staticmethod
+    def forward(ctx, x, residual, weight, bias, p=0.0, eps=1e-5):
+        ctx.p, ctx.seed = p, kdropout.new_seed(get_rng()) if p > 0.0 else 0
+        y, s, mean, rstd = klayernorm.dropout_add_layer_norm_forward(
+            x, residual, weight, bias, p, ctx.seed, eps)
+        ctx.save_for_backward(s, weight, mean, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        s, gamma, mean, rstd = ctx.saved
+        need_x, need_r, need_w, need_b = ctx.needs_input_grad
+        # x's gradient costs a pass that draws the mask; without it (p = 0) dx is ds itself
+        p = ctx.p if need_x else 0.0
+        dx, ds, dgamma, dbeta = klayernorm.dropout_add_layer_norm_backward(
+            grad, s, gamma, mean, rstd, p, ctx.seed)
+        return (dx if need_x else None, ds if need_r else None,
+                dgamma if need_w else None, dbeta if need_b else None)
 
 
 @register
