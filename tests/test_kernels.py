@@ -167,6 +167,11 @@ def test_attention_fused_kernels(shape, p):
         grads = attention.attention_backward(dout, q, k, v, probs, d ** -0.5, p, 5)
     for a in (out, *grads):
         assert a.transpose(0, 2, 1, 3).flags.c_contiguous
+    # without a backward to come (inference), no probabilities are kept, and out is the same
+    with kernels.use("fused"):
+        out, probs = attention.attention_forward(q, k, v, mask, d ** -0.5, p, 5, keep_probs=False)
+    assert probs is None
+    np.testing.assert_array_equal(out, fwd[0])
 
 
 def test_attention_other_masks_fall_back():

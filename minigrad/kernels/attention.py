@@ -15,6 +15,7 @@ query rows in matmul.py's register tile, straight into softmax.py's row function
 rows are in L1, then the (T, D) products of the head with matmul.py's `_matmul_rows`. Other
 masks take Q K^T in BLAS and softmax.py's kernel; float64 takes the reference.
 """
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -70,50 +71,58 @@ def _tile_rows(ap, bp, tile, c, zero):
 
 
 @njit(fastmath=True, parallel=True, error_model="numpy", cache=True)
-def attention_forward_kernel(q, k, v, mask, scale, seed, thresh, keep_scale, probs, out):
+def attention_forward_kernel(q, k, v, mask, scale, seed, thresh, keep_scale, n_chunks, probs, out):
     """q, k, v (B, H, T, D) float32, any strides (heads split from (B, T, H, D) by a view), mask
     (B, T) additive over keys -> probs (B, H, T, T) = softmax(q k^T * scale + mask) and
-    out (B, H, T, D) = dropout(probs) @ v (dropout when thresh > 0).
+    out (B, H, T, D) = dropout(probs) @ v (dropout when thresh > 0). probs may be empty (no
+    backward will read it, as in inference): then nothing of size (B, H, T, T) is written.
 
-    for bh in prange(B*H):                    one head per iteration: no thread sync inside
+    for chunk in prange(n_chunks):            the B*H heads in contiguous chunks, one a thread
+      for bh in chunk:                        one head: no thread sync inside
         pack k[b, h]^T                        (D, T), 16 KB at BERT's shape: stays in L1
         for i in T by MR:                     a block of MR query rows
-            probs[i:i+MR] = q[i:i+MR] @ k^T   matmul.py's register tile, K = D in one go
+            c[i:i+MR] = q[i:i+MR] @ k^T       c = probs[b, h] (or the chunk's scratch); K = D
             for r in i..i+MR:                 softmax.py's row, while the block is in L1:
-                probs[r] = softmax(probs[r] * scale + mask[b]); drop[r] = dropout(probs[r])
+                c[r] = softmax(c[r] * scale + mask[b]); drop[r] = dropout(c[r])
         out[b, h] = drop @ v                  matmul.py's `_matmul_rows` (drop still in L2)
 
     Everything of one head on one thread. The scores never go to memory and back, dropout(probs)
-    is a per-head scratch (T, T), never a (B, H, T, T) array, and the B*H small products run two
-    at a time: OpenBLAS splits each (T, D) x (D, T) product over both threads (192 thread syncs:
-    measured 5.9 ms of CPU for 3 ms wall, where one thread needs about 1.6 ms) and runs each
-    (T, T) x (T, D) one on a single thread, leaving the other core idle.
-    Row r of head bh draws the dropout bits of flat index (bh T + r) T + j, as `dropout.dropout`
-    does on the whole (B, H, T, T) array (the reference).
+    is a (T, T) scratch of the chunk's, never a (B, H, T, T) array, and the B*H small products
+    run two at a time: OpenBLAS splits each (T, D) x (D, T) product over both threads (192
+    thread syncs: measured 5.9 ms of CPU for 3 ms wall, where one thread needs about 1.6 ms) and
+    runs each (T, T) x (T, D) one on a single thread, leaving the other core idle. Scratch is
+    made once per chunk, not per head. Row r of head bh draws the dropout bits of flat index
+    (bh T + r) T + j, as `dropout.dropout` does on the whole (B, H, T, T) array (the reference).
     """
     nb, nh, t, d = q.shape
     zero = np.zeros(max(t, d), np.float32)
-    for bh in prange(nb * nh):
-        b, h = bh // nh, bh % nh
-        qp, kp = _pack_a(q[b, h]), _pack_b(k[b, h].T)
-        c = probs[b, h]
-        drop = np.empty((t, t), np.float32) if thresh > 0 else c
-        for tile in range(qp.shape[0]):
-            i = tile * MR
-            _tile_rows(qp, kp, tile, c, zero)
-            for r in range(i, min(i + MR, t)):
-                softmax_row(c[r], scale, mask[b], c[r], seed, (bh * t + r) * t, thresh,
-                            keep_scale, drop[r])
-        _matmul_rows(drop, _pack_b(v[b, h]), out[b, h], 0, t, zero, False)
+    keep = probs.size > 0
+    per = (nb * nh + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
+        scratch = np.empty((0, 0) if keep else (t, t), np.float32)
+        drop_scratch = np.empty((t, t) if thresh > 0 else (0, 0), np.float32)
+        for bh in range(ch * per, min(ch * per + per, nb * nh)):
+            b, h = bh // nh, bh % nh
+            qp, kp = _pack_a(q[b, h]), _pack_b(k[b, h].T)
+            c = probs[b, h] if keep else scratch
+            drop = drop_scratch if thresh > 0 else c
+            for tile in range(qp.shape[0]):
+                i = tile * MR
+                _tile_rows(qp, kp, tile, c, zero)
+                for r in range(i, min(i + MR, t)):
+                    softmax_row(c[r], scale, mask[b], c[r], seed, (bh * t + r) * t, thresh,
+                                keep_scale, drop[r])
+            _matmul_rows(drop, _pack_b(v[b, h]), out[b, h], 0, t, zero, False)
 
 
 @njit(fastmath=True, parallel=True, error_model="numpy", cache=True)
-def attention_backward_kernel(dout, q, k, v, probs, scale, seed, thresh, keep_scale,
+def attention_backward_kernel(dout, q, k, v, probs, scale, seed, thresh, keep_scale, n_chunks,
                               need_q, need_k, need_v, dq, dk, dv):
     """dout, q, k, v (B, H, T, D) float32, any strides, probs (B, H, T, T) -> dq, dk, dv
     (B, H, T, D), each only where need_q, need_k, need_v (else that array may be empty).
 
-    for bh in prange(B*H):
+    for chunk in prange(n_chunks):
+      for bh in chunk:
         pack v[b, h]^T
         for i in T by MR:
             ds[i:i+MR] = dout[i:i+MR] @ v^T   the register tile: dprobs, MR rows
@@ -123,28 +132,37 @@ def attention_backward_kernel(dout, q, k, v, probs, scale, seed, thresh, keep_sc
         dv = drop^T @ dout;  dq = ds @ k;  dk = ds^T @ q      `_matmul_rows`, ds in L2
 
     The mirror of the forward: dO V^T goes straight into the softmax backward, the dropout bits
-    are drawn once per element for both dP and dropout(probs), and ds and drop are per-head
-    scratch (T, T) arrays.
+    are drawn once per element for both dP and dropout(probs), and ds and drop are (T, T)
+    scratch arrays of the chunk's.
     """
     nb, nh, t, d = q.shape
     zero = np.zeros(max(t, d), np.float32)
-    for bh in prange(nb * nh):
-        b, h = bh // nh, bh % nh
-        dop, vp = _pack_a(dout[b, h]), _pack_b(v[b, h].T)
+    per = (nb * nh + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
         ds = np.empty((t, t), np.float32)
-        drop = np.empty((t, t), np.float32) if thresh > 0 else probs[b, h]
-        for tile in range(dop.shape[0]):
-            i = tile * MR
-            _tile_rows(dop, vp, tile, ds, zero)
-            for r in range(i, min(i + MR, t)):
-                softmax_backward_row(probs[b, h, r], ds[r], scale, ds[r], seed, (bh * t + r) * t,
-                                     thresh, keep_scale, drop[r])
-        if need_v:
-            _matmul_rows(drop.T, _pack_b(dout[b, h]), dv[b, h], 0, t, zero, False)
-        if need_q:
-            _matmul_rows(ds, _pack_b(k[b, h]), dq[b, h], 0, t, zero, False)
-        if need_k:
-            _matmul_rows(ds.T, _pack_b(q[b, h]), dk[b, h], 0, t, zero, False)
+        drop_scratch = np.empty((t, t) if thresh > 0 else (0, 0), np.float32)
+        for bh in range(ch * per, min(ch * per + per, nb * nh)):
+            b, h = bh // nh, bh % nh
+            dop, vp = _pack_a(dout[b, h]), _pack_b(v[b, h].T)
+            drop = drop_scratch if thresh > 0 else probs[b, h]
+            for tile in range(dop.shape[0]):
+                i = tile * MR
+                _tile_rows(dop, vp, tile, ds, zero)
+                for r in range(i, min(i + MR, t)):
+                    softmax_backward_row(probs[b, h, r], ds[r], scale, ds[r], seed,
+                                         (bh * t + r) * t, thresh, keep_scale, drop[r])
+            if need_v:
+                _matmul_rows(drop.T, _pack_b(dout[b, h]), dv[b, h], 0, t, zero, False)
+            if need_q:
+                _matmul_rows(ds, _pack_b(k[b, h]), dq[b, h], 0, t, zero, False)
+            if need_k:
+                _matmul_rows(ds.T, _pack_b(q[b, h]), dk[b, h], 0, t, zero, False)
+
+
+def _chunks(heads):
+    """How many contiguous chunks of heads the kernels split over the threads: a few per
+    thread, so that an uneven end costs little, and each makes its scratch once."""
+    return max(1, min(heads, 4 * numba.get_num_threads()))
 
 
 def _f32(*arrays):
@@ -168,9 +186,10 @@ def _check(q, k, v):
                          "equal (B, H, T, D) shapes")
 
 
-def attention_forward(q, k, v, mask, scale, p=0.0, seed=0):
+def attention_forward(q, k, v, mask, scale, p=0.0, seed=0, keep_probs=True):
     """q, k, v (B, H, T, D) -> out (B, H, T, D), probs (B, H, T, T) (before dropout with
-    probability p and mask seed `seed`).
+    probability p and mask seed `seed`); probs may be None when keep_probs is False (no
+    backward will need it: the fused kernel then writes none).
 
     float32 with a key mask ((B, 1, 1, T) or None): `attention_forward_kernel`. Another mask:
     the products in BLAS and the softmax (and dropout) as softmax.py's kernel. Other dtypes
@@ -187,13 +206,14 @@ def attention_forward(q, k, v, mask, scale, p=0.0, seed=0):
             return np.matmul(probs, v), probs
         probs, dropped = ksoftmax.softmax_dropout_forward(scores, scale, mask, p, seed, out=scores)
         return np.matmul(dropped, v), probs
-    probs = np.empty((b, h, t, t), np.float32)
+    probs = np.empty((b, h, t, t) if keep_probs else (0, 0, 0, 0), np.float32)
     # out in q's memory layout (empty_like keeps the order of its strides): for heads split from
     # (B, T, C) activations, merging them back is then a view, not a (B, T, C) copy
     out = np.empty_like(q)
     attention_forward_kernel(q, k, v, mask2, np.float32(scale), np.uint64(seed),
-                             kdropout.threshold(p), np.float32(kdropout.keep_scale(p)), probs, out)
-    return out, probs
+                             kdropout.threshold(p), np.float32(kdropout.keep_scale(p)),
+                             _chunks(b * h), probs, out)
+    return out, (probs if keep_probs else None)
 
 
 def attention_backward(dout, q, k, v, probs, scale, p=0.0, seed=0, needs=(True, True, True)):
@@ -216,6 +236,6 @@ def attention_backward(dout, q, k, v, probs, scale, p=0.0, seed=0, needs=(True, 
                   for x, need in zip((q, k, v), needs))
     attention_backward_kernel(dout, q, k, v, np.ascontiguousarray(probs), np.float32(scale),
                               np.uint64(seed), kdropout.threshold(p),
-                              np.float32(kdropout.keep_scale(p)), need_q, need_k, need_v, dq,
-                              dk, dv)
+                              np.float32(kdropout.keep_scale(p)), _chunks(q.shape[0] * q.shape[1]),
+                              need_q, need_k, need_v, dq, dk, dv)
     return (dq if need_q else None), (dk if need_k else None), (dv if need_v else None)

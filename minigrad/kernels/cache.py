@@ -36,6 +36,11 @@ class _PackageStampLocator(caching._CacheLocator):
     def __init__(self, inner):
         self._inner = inner
 
+    def __getattr__(self, name):
+        # what else Numba reads of a locator (`_py_file` when it warns that a kernel cannot
+        # be cached) is the inner one's
+        return getattr(self._inner, name)
+
     def ensure_cache_path(self):
         self._inner.ensure_cache_path()
 

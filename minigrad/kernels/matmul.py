@@ -268,11 +268,12 @@ def linear_forward(x, w, b=None, gelu=False):
             b is not None and b.dtype != np.float32):
         return linear_forward_ref(x, w, b, gelu)
     h = np.matmul(x, w.T)
+    h2 = h.reshape(-1, h.shape[-1])  # a view: matmul's output is contiguous
     if not gelu:
-        if b is not None:
-            h += b
+        if b is not None:  # LoRA's epilogue at rank 0: one parallel pass (NumPy's += is serial)
+            lora_update_kernel(h2, np.empty((h2.shape[0], 0), np.float32),
+                               np.empty((0, h2.shape[1]), np.float32), np.ascontiguousarray(b))
         return h, None
-    h2 = h.reshape(-1, h.shape[-1])
     y = np.empty_like(h2)
     bias_gelu_kernel(h2, np.zeros(h.shape[-1], np.float32) if b is None else np.ascontiguousarray(b), y)
     return y.reshape(h.shape), h

@@ -185,14 +185,16 @@ class ScaledDotProductAttention(Function):
     """dropout(softmax(q @ k^T * scale + mask)) @ v over all heads at once.
 
     q, k, v (B, H, T, D); mask additive, broadcastable to (B, H, T, T), a constant. Saves probs
-    (B, H, T, T) so the backward recomputes no softmax, and with dropout (dropout_p > 0) only
-    the seed of the mask, which the backward recomputes (kernels/dropout.py).
+    (B, H, T, T) so the backward recomputes no softmax (and without a graph, makes none), and
+    with dropout (dropout_p > 0) only the seed of the mask, which the backward recomputes
+    (kernels/dropout.py).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, mask=None, scale=1.0, dropout_p=0.0):
         seed = kdropout.new_seed(get_rng()) if dropout_p > 0.0 else 0
-        out, probs = kattention.attention_forward(q, k, v, mask, scale, dropout_p, seed)
+        out, probs = kattention.attention_forward(q, k, v, mask, scale, dropout_p, seed,
+                                                  keep_probs=any(ctx.needs_input_grad[:3]))
         ctx.scale, ctx.p, ctx.seed = scale, dropout_p, seed
         ctx.save_for_backward(q, k, v, probs)
         return out
