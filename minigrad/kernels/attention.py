@@ -12,7 +12,7 @@ on the attention probabilities.
 The fused path (float32, key mask): `attention_forward_kernel` and `attention_backward_kernel`
 each run all of one head on one thread (prange over B*H): the (T, T) product of a block of
 query rows in matmul.py's register tile, straight into softmax.py's row functions while the
-rows are in L1, then the (T, D) products of the head with matmul.py's `_matmul_rows`. Other
+rows are in L1, then the (T, D) products of the head in the same register tile. Other
 masks take Q K^T in BLAS and softmax.py's kernel; float64 takes the reference.
 """
 import numba
@@ -22,7 +22,7 @@ from numba import njit, prange
 from . import use_ref
 from . import dropout as kdropout
 from . import softmax as ksoftmax
-from .matmul import MR, NR, _matmul_rows, _micro_kernel, _pack_a_block, _pack_b_panel
+from .matmul import MR, NR, _micro_kernel, _pack_a_block, _pack_b_panel
 from .softmax import softmax_backward_ref, softmax_backward_row, softmax_forward_ref, softmax_row
 
 
@@ -61,13 +61,23 @@ def _pack_a(a):
 
 
 @njit(fastmath=True, cache=True)
-def _tile_rows(ap, bp, tile, c, zero):
-    """c[i:i+MR] = tile `tile` of packed A @ packed B, i = tile * MR: one block of MR rows of
-    the product, all its NR-wide panels, K in one go (attention's K = D is short)."""
-    i = tile * MR
+def _tile_rows(a, bp, i, c, zero):
+    """c[i:i+MR] = a[i:i+MR] @ B, B packed as bp: one block of MR rows of the product, all its
+    NR-wide panels, K in one go (attention's K is D or T: short). A full block of A is read in
+    place, a[i:i+MR]^T as the micro-kernel's (K, MR) tile: its MR rows stay in L1 over k, so
+    packing them would be a copy for nothing (forward at (32, 12, 128, 32): 6.2 -> 5.4 ms); the
+    last, partial block is packed, zero-padded."""
+    mi = min(MR, a.shape[0] - i)
+    a_t = a[i:i + MR].T if mi == MR else _pack_a(a[i:i + mi])[0]
     for pn in range(bp.shape[0]):
-        _micro_kernel(ap, tile, bp, pn, 0, ap.shape[1], c, i, min(MR, c.shape[0] - i), pn * NR,
-                      zero, True)
+        _micro_kernel(a_t, bp[pn], c, i, mi, pn * NR, zero, True)
+
+
+@njit(fastmath=True, cache=True)
+def _head_product(a, bp, c, zero):
+    """c = a @ B for one head, B packed as bp: `_tile_rows` over every block of MR rows."""
+    for i in range(0, a.shape[0], MR):
+        _tile_rows(a, bp, i, c, zero)
 
 
 @njit(fastmath=True, parallel=True, error_model="numpy", cache=True)
@@ -84,7 +94,7 @@ def attention_forward_kernel(q, k, v, mask, scale, seed, thresh, keep_scale, n_c
             c[i:i+MR] = q[i:i+MR] @ k^T       c = probs[b, h] (or the chunk's scratch); K = D
             for r in i..i+MR:                 softmax.py's row, while the block is in L1:
                 c[r] = softmax(c[r] * scale + mask[b]); drop[r] = dropout(c[r])
-        out[b, h] = drop @ v                  matmul.py's `_matmul_rows` (drop still in L2)
+        out[b, h] = drop @ v                  `_head_product` (drop still in L2)
 
     Everything of one head on one thread. The scores never go to memory and back, dropout(probs)
     is a (T, T) scratch of the chunk's, never a (B, H, T, T) array, and the B*H small products
@@ -103,16 +113,15 @@ def attention_forward_kernel(q, k, v, mask, scale, seed, thresh, keep_scale, n_c
         drop_scratch = np.empty((t, t) if thresh > 0 else (0, 0), np.float32)
         for bh in range(ch * per, min(ch * per + per, nb * nh)):
             b, h = bh // nh, bh % nh
-            qp, kp = _pack_a(q[b, h]), _pack_b(k[b, h].T)
+            kp = _pack_b(k[b, h].T)
             c = probs[b, h] if keep else scratch
             drop = drop_scratch if thresh > 0 else c
-            for tile in range(qp.shape[0]):
-                i = tile * MR
-                _tile_rows(qp, kp, tile, c, zero)
+            for i in range(0, t, MR):
+                _tile_rows(q[b, h], kp, i, c, zero)
                 for r in range(i, min(i + MR, t)):
                     softmax_row(c[r], scale, mask[b], c[r], seed, (bh * t + r) * t, thresh,
                                 keep_scale, drop[r])
-            _matmul_rows(drop, _pack_b(v[b, h]), out[b, h], 0, t, zero, False)
+            _head_product(drop, _pack_b(v[b, h]), out[b, h], zero)
 
 
 @njit(fastmath=True, parallel=True, error_model="numpy", cache=True)
@@ -129,7 +138,7 @@ def attention_backward_kernel(dout, q, k, v, probs, scale, seed, thresh, keep_sc
             for r in i..i+MR:                 softmax.py's backward row, in place, in L1:
                 g = dropout(ds[r]); ds[r] = scale * p[r] * (g - sum(g * p[r]))
                 drop[r] = dropout(p[r])
-        dv = drop^T @ dout;  dq = ds @ k;  dk = ds^T @ q      `_matmul_rows`, ds in L2
+        dv = drop^T @ dout;  dq = ds @ k;  dk = ds^T @ q      `_head_product`, ds in L2
 
     The mirror of the forward: dO V^T goes straight into the softmax backward, the dropout bits
     are drawn once per element for both dP and dropout(probs), and ds and drop are (T, T)
@@ -143,20 +152,19 @@ def attention_backward_kernel(dout, q, k, v, probs, scale, seed, thresh, keep_sc
         drop_scratch = np.empty((t, t) if thresh > 0 else (0, 0), np.float32)
         for bh in range(ch * per, min(ch * per + per, nb * nh)):
             b, h = bh // nh, bh % nh
-            dop, vp = _pack_a(dout[b, h]), _pack_b(v[b, h].T)
+            vp = _pack_b(v[b, h].T)
             drop = drop_scratch if thresh > 0 else probs[b, h]
-            for tile in range(dop.shape[0]):
-                i = tile * MR
-                _tile_rows(dop, vp, tile, ds, zero)
+            for i in range(0, t, MR):
+                _tile_rows(dout[b, h], vp, i, ds, zero)
                 for r in range(i, min(i + MR, t)):
                     softmax_backward_row(probs[b, h, r], ds[r], scale, ds[r], seed,
                                          (bh * t + r) * t, thresh, keep_scale, drop[r])
             if need_v:
-                _matmul_rows(drop.T, _pack_b(dout[b, h]), dv[b, h], 0, t, zero, False)
+                _head_product(drop.T, _pack_b(dout[b, h]), dv[b, h], zero)
             if need_q:
-                _matmul_rows(ds, _pack_b(k[b, h]), dq[b, h], 0, t, zero, False)
+                _head_product(ds, _pack_b(k[b, h]), dq[b, h], zero)
             if need_k:
-                _matmul_rows(ds.T, _pack_b(q[b, h]), dk[b, h], 0, t, zero, False)
+                _head_product(ds.T, _pack_b(q[b, h]), dk[b, h], zero)
 
 
 def _chunks(heads):

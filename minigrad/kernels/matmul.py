@@ -67,10 +67,11 @@ def _register_tile_compiled():
 
 
 @njit(fastmath=True, cache=True)
-def _micro_kernel(ap, t, bp, p, k0, kc, c, i, mi, j, bias, first):
-    """One register tile: c[i:i+mi, j:j+nj] += ap[t, :kc]^T @ bp[p, k0:k0+kc], nj = min(NR, N - j);
-    on the first block of k, c = bias + ... instead. ap (tiles, kc, MR) is packed A,
-    bp (panels, K, NR) packed B; mi <= MR rows and nj <= NR columns lie inside C.
+def _micro_kernel(a_t, b_p, c, i, mi, j, bias, first):
+    """One register tile: c[i:i+mi, j:j+nj] += a_t^T @ b_p, nj = min(NR, N - j); on the first
+    block of k, c = bias + ... instead. a_t (kc, MR) is a tile of A, transposed: a tile of
+    packed A (`_pack_a_block`, contiguous), or a view a[i:i+MR].T read in place; b_p (kc, NR)
+    a panel of packed B; mi <= MR rows and nj <= NR columns lie inside C.
 
     acc = 0                       (MR, NR): 16 zmm (AVX-512) or 12 ymm (AVX2) registers
     for k in kc:                  the whole loop runs on registers
@@ -82,7 +83,7 @@ def _micro_kernel(ap, t, bp, p, k0, kc, c, i, mi, j, bias, first):
     loop and vectorises j (with r outside it vectorised across r, with gathers). The tile goes
     into C as an addition over mi x nj: a plain copy loop became memcpy calls (or scalar moves at
     fixed size), and the add also brings the bias in for free and handles edge tiles. A and B
-    are read through slices that start at 0 (a_t, b_p): indexed as bp[p, k0 + k, jj], Numba's
+    are passed as slices that start at 0 (a_t, b_p): indexed as bp[p, k0 + k, jj], Numba's
     negative-index wrap-around cost a shift, an and and a multiply on every step of k (AVX2:
     84 against 115 GFLOP/s).
     """
@@ -90,8 +91,7 @@ def _micro_kernel(ap, t, bp, p, k0, kc, c, i, mi, j, bias, first):
     for r in range(MR):
         for jj in range(NR):
             acc[r, jj] = np.float32(0.0)
-    a_t, b_p = ap[t], bp[p, k0:k0 + kc]
-    for k in range(kc):
+    for k in range(a_t.shape[0]):
         for jj in range(NR):
             bkj = b_p[k, jj]
             for r in range(MR):
@@ -162,7 +162,8 @@ def _matmul_rows(a, bp, c, i0, i1, bias, gelu):
                 for t in range((ie - ib + MR - 1) // MR):
                     i = ib + t * MR
                     mi = min(MR, ie - i)
-                    _micro_kernel(ap, t, bp, p, k0, kc, c, i, mi, p * NR, bias, kb == 0)
+                    _micro_kernel(ap[t, :kc], bp[p, k0:k0 + kc], c, i, mi, p * NR, bias,
+                                  kb == 0)
         if gelu:
             for i in range(ib, ie):
                 row = c[i]
