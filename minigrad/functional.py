@@ -370,21 +370,29 @@ def matmul(a, b):
     return out
 
 
+def _check_linear(op, x, weight, bias):
+    """The checks `linear` and `lora_linear` share; returns bias as a Tensor (or None)."""
+    _check_float(op, x, weight)
+    if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{op}: input {x.shape} does not match weight {weight.shape} "
+                         f"(expected input (..., {weight.shape[-1]}))")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{op}: input {x.dtype} {x.shape} and weight {weight.dtype} "
+                        f"{weight.shape} differ in dtype")
+    if bias is None:
+        return None
+    bias = as_tensor(bias, like=weight)
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(f"{op}: bias {bias.shape} does not match weight {weight.shape}")
+    return bias
+
+
 def linear(x, weight, bias=None, gelu=False):
     """x (..., Cin) @ weight (Cout, Cin)^T + bias (Cout,) -> (..., Cout), PyTorch's layout.
     gelu=True applies exact GELU in the same kernel (BERT's feed-forward)."""
-    _check_float("linear", x, weight)
-    if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input {x.shape} does not match weight {weight.shape} "
-                         f"(expected input (..., {weight.shape[-1]}))")
-    if x.dtype != weight.dtype:
-        raise TypeError(f"linear: input {x.dtype} {x.shape} and weight {weight.dtype} "
-                        f"{weight.shape} differ in dtype")
+    bias = _check_linear("linear", x, weight, bias)
     if bias is None:
         return linalg.Linear.apply(x, weight, gelu=gelu)
-    bias = as_tensor(bias, like=weight)
-    if bias.shape != (weight.shape[0],):
-        raise ValueError(f"linear: bias {bias.shape} does not match weight {weight.shape}")
     return linalg.Linear.apply(x, weight, bias, gelu=gelu)
 
 
@@ -392,22 +400,18 @@ def lora_linear(x, weight, bias, lora_A, lora_B, scaling):
     """linear(x, weight, bias) + ((x @ lora_A^T) * scaling) @ lora_B^T in one op, PEFT's shapes:
     x (..., Cin), weight (Cout, Cin), bias (Cout,) or None, lora_A (r, Cin), lora_B (Cout, r)
     -> (..., Cout). The LoRA layer's forward when its dropout is the identity."""
-    _check_float("lora_linear", x, weight, lora_A, lora_B)
+    bias = _check_linear("lora_linear", x, weight, bias)
+    _check_float("lora_linear", lora_A, lora_B)
     r = lora_A.shape[0] if lora_A.ndim == 2 else None
-    if (weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]
-            or lora_A.shape != (r, weight.shape[1]) or lora_B.shape != (weight.shape[0], r)):
-        raise ValueError(f"lora_linear: input {x.shape}, weight {weight.shape}, lora_A {lora_A.shape}, "
-                         f"lora_B {lora_B.shape}: expected input (..., Cin), weight (Cout, Cin), "
-                         f"lora_A (r, Cin) and lora_B (Cout, r)")
-    for name, t in (("weight", weight), ("lora_A", lora_A), ("lora_B", lora_B)):
+    if lora_A.shape != (r, weight.shape[1]) or lora_B.shape != (weight.shape[0], r):
+        raise ValueError(f"lora_linear: weight {weight.shape}, lora_A {lora_A.shape}, lora_B "
+                         f"{lora_B.shape}: expected lora_A (r, Cin) and lora_B (Cout, r)")
+    for name, t in (("lora_A", lora_A), ("lora_B", lora_B)):
         if t.dtype != x.dtype:
             raise TypeError(f"lora_linear: input {x.dtype} {x.shape} and {name} {t.dtype} "
                             f"{t.shape} differ in dtype")
     if bias is None:
         return linalg.LoraLinear.apply(x, weight, lora_A, lora_B, scaling=scaling)
-    bias = as_tensor(bias, like=weight)
-    if bias.shape != (weight.shape[0],):
-        raise ValueError(f"lora_linear: bias {bias.shape} does not match weight {weight.shape}")
     return linalg.LoraLinear.apply(x, weight, lora_A, lora_B, bias, scaling=scaling)
 
 
