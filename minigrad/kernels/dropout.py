@@ -114,6 +114,13 @@ def random_bits(seed, i):
     return hash32(seed & LOW, seed >> S32, ui & LOW, ui >> S32) >> S8
 
 
+@njit(inline="always")
+def dropped(x, seed, i, thresh, scale):
+    """Element i of dropout(x): x * scale where its bits keep it, else 0. The one place the
+    mask is applied; the fused kernels (softmax, layer norm) call it for their elements."""
+    return x * scale if random_bits(seed, i) >= thresh else np.float32(0.0)
+
+
 @njit(fastmath=True, parallel=True, cache=True)
 def dropout_kernel(x, seed, thresh, scale, y):
     """x (N,) float32 -> y (N,): y[i] = x[i] * scale where keep[i], else 0.
@@ -129,7 +136,7 @@ def dropout_kernel(x, seed, thresh, scale, y):
         # index the block's slices from 0: with x[lo + j], LLVM cannot rule out a negative
         # index (which Numba wraps around), and it gathers and scatters instead of loading
         for j in range(xb.shape[0]):
-            yb[j] = xb[j] * scale if random_bits(seed, lo + j) >= thresh else np.float32(0.0)
+            yb[j] = dropped(xb[j], seed, lo + j, thresh, scale)
 
 
 def dropout(x, p, seed, out=None):

@@ -18,7 +18,7 @@ from numba import njit, prange
 
 from . import dropout as kdropout
 from . import use_ref
-from .dropout import dropout_ref, random_bits
+from .dropout import dropout_ref, dropped
 
 
 def layer_norm_forward_ref(x, gamma, beta, eps):
@@ -159,8 +159,7 @@ def dropout_add_layer_norm_forward_kernel(x, residual, gamma, beta, eps, drop, s
         if drop:
             base = n * c
             for j in range(c):
-                kept = random_bits(seed, base + j) >= thresh
-                sr[j] = (xr[j] * keep_scale if kept else np.float32(0.0)) + rr[j]
+                sr[j] = dropped(xr[j], seed, base + j, thresh, keep_scale) + rr[j]
         else:
             for j in range(c):
                 sr[j] = xr[j] + rr[j]
@@ -193,8 +192,7 @@ def dropout_add_layer_norm_backward_kernel(dy, s, gamma, mean, rstd, drop, seed,
                 dxr = dx[n]
                 base = n * c
                 for j in range(c):
-                    kept = random_bits(seed, base + j) >= thresh
-                    dxr[j] = dsr[j] * keep_scale if kept else np.float32(0.0)
+                    dxr[j] = dropped(dsr[j], seed, base + j, thresh, keep_scale)
 
 
 def _f32(*arrays):

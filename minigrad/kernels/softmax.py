@@ -11,7 +11,7 @@ from numba import njit, prange
 
 from . import dropout as kdropout
 from . import use_ref
-from .dropout import random_bits
+from .dropout import dropped, random_bits
 from .fastmath import fast_exp, fast_max
 
 
@@ -52,8 +52,7 @@ def softmax_row(x, scale, mrow, y, seed, base, thresh, keep_scale, yd):
         y[j] *= inv
     if thresh > 0:
         for j in range(t):
-            kept = random_bits(seed, base + j) >= thresh
-            yd[j] = y[j] * keep_scale if kept else np.float32(0.0)
+            yd[j] = dropped(y[j], seed, base + j, thresh, keep_scale)
 
 
 @njit(inline="always", fastmath=True, cache=True)
