@@ -67,7 +67,7 @@ class _AnomalyHook:
                 f"shape {np.shape(grad)} (the grad= given to backward())")
         return None
 
-    def after_backward(self, fn, grad, input_grads, token):
+    def after_backward(self, fn, grad, input_grads, token, input_shapes):
         grads = input_grads if isinstance(input_grads, tuple) else (input_grads,)
         for i, g in enumerate(grads):
             if g is not None and not np.isfinite(g).all():

@@ -73,7 +73,9 @@ class Node:
         self.shape, self.dtype = out.shape, out.dtype
 
 
-# Hooks run around every op (the profiler and detect_anomaly install themselves here).
+# Hooks run around every op (the profiler and detect_anomaly install themselves here):
+#   before_forward(cls, arrays) -> token;   after_forward(cls, arrays, out, token)
+#   before_backward(fn, grad) -> token;     after_backward(fn, grad, input_grads, token, input_shapes)
 _op_hooks = []
 
 
@@ -214,6 +216,6 @@ def _run_backward(node, g):
     tokens = [h.before_backward(node.fn, g) for h in hooks]
     out = node.fn.backward(node.ctx, g)
     for h, tok in zip(hooks, tokens):
-        h.after_backward(node.fn, g, out, tok)
+        h.after_backward(node.fn, g, out, tok, node.shapes)
     return out
 

@@ -521,27 +521,29 @@ def mse_loss(input, target, reduction="mean"):
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, scale=None):
     """dropout(softmax(q @ k^T * scale + attn_mask), dropout_p) @ v, torch's signature.
 
-    q, k, v (B, H, T, D) -> (B, H, T, D). attn_mask is additive (float, 0 to keep, -inf or a
-    large negative to hide) or boolean (True to keep, as torch), broadcastable to (B, H, T, T).
-    scale defaults to 1/sqrt(D). As in torch, dropout_p applies whenever it is > 0: pass 0.0 in
-    eval mode.
+    q (B, H, L, D) queries, k and v (B, H, S, D) keys and values -> (B, H, L, D); self-attention
+    has L = S = T, and L < S attends from fewer positions (BERT's classifier: the [CLS] row
+    only). attn_mask is additive (float, 0 to keep, -inf or a large negative to hide) or boolean
+    (True to keep, as torch), broadcastable to (B, H, L, S). scale defaults to 1/sqrt(D). As in
+    torch, dropout_p applies whenever it is > 0: pass 0.0 in eval mode.
     """
     _check_float("scaled_dot_product_attention", q, k, v)
-    if q.ndim != 4 or k.shape != q.shape or v.shape != q.shape or len({q.dtype, k.dtype, v.dtype}) != 1:
+    if (q.ndim != 4 or k.ndim != 4 or v.shape != k.shape or q.shape[:2] != k.shape[:2]
+            or q.shape[3] != k.shape[3] or len({q.dtype, k.dtype, v.dtype}) != 1):
         raise ValueError(f"scaled_dot_product_attention: q {q.shape}, k {k.shape}, v {v.shape}: "
-                         "expected three (B, H, T, D) tensors of one dtype")
+                         "expected q (B, H, L, D) and k, v (B, H, S, D), of one dtype")
     mask = None
     if attn_mask is not None:
         mask = np.asarray(attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask)
         if mask.dtype == bool:
             mask = np.where(mask, 0.0, -np.inf)
         mask = mask.astype(q.dtype, copy=False)
-        b, h, t, _ = q.shape
+        full = (*q.shape[:3], k.shape[2])
         try:
-            np.broadcast_shapes(mask.shape, (b, h, t, t))
+            np.broadcast_shapes(mask.shape, full)
         except ValueError:
             raise ValueError(f"scaled_dot_product_attention: mask {mask.shape} does not broadcast "
-                             f"to (B, H, T, T) = {(b, h, t, t)}") from None
+                             f"to (B, H, L, S) = {full}") from None
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"scaled_dot_product_attention: dropout_p={dropout_p} is not in [0, 1)")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)

@@ -15,7 +15,7 @@ shape-determined (a multiply-add is 2 FLOPs):
 
     MatMul     a (..., M, K) @ b (..., K, N): 2*M*N*K per batch element
     Linear     x (N, Cin) @ W^T (Cin, Cout):  2*N*Cin*Cout
-    attention  q, k, v (B, H, T, D):          Q K^T and P V, 2 * 2*B*H*T*T*D
+    attention  q (B, H, L, D), k, v (B, H, S, D): Q K^T and P V, 2 * 2*B*H*L*S*D
 
 Backward counts only the gradients actually computed (an op returns None for an input that
 needs none), so a frozen Linear weight shows its saved dW matmul as FLOPs not spent. Other ops
@@ -84,7 +84,7 @@ def forward_flops(cls, arrays, out):
     return None
 
 
-def _backward_flops(fn, grad, input_grads):
+def _backward_flops(fn, grad, input_grads, input_shapes):
     """Each computed input gradient of a matrix product costs one product of the forward's size."""
     name = fn.__name__
     if not isinstance(input_grads, tuple):
@@ -112,9 +112,10 @@ def _backward_flops(fn, grad, input_grads):
         # dV = P^T dO if dv; dP = dO V^T if dq or dk; dQ = dS K if dq; dK = dS^T Q if dk:
         # each one (T, T, D) product per head
         dq, dk, dv = input_grads[:3]
-        B, H, T, D = grad.shape
+        B, H, L, D = grad.shape  # dO has q's shape
+        S = input_shapes[1][-2]  # keys
         products = (dv is not None) + (dq is not None or dk is not None) + (dq is not None) + (dk is not None)
-        return products * 2 * B * H * T * T * D
+        return products * 2 * B * H * L * S * D
     return None
 
 
@@ -156,9 +157,10 @@ class Profile:
     def before_backward(self, fn, grad):
         return time.perf_counter()
 
-    def after_backward(self, fn, grad, input_grads, token):
+    def after_backward(self, fn, grad, input_grads, token, input_shapes):
         elapsed = time.perf_counter() - token
-        self._record(fn.__name__, "backward", elapsed, _backward_flops(fn, grad, input_grads))
+        self._record(fn.__name__, "backward", elapsed,
+                     _backward_flops(fn, grad, input_grads, input_shapes))
 
     def _record(self, name, direction, seconds, flops):
         key = (name, direction)

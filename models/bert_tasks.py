@@ -55,7 +55,8 @@ class BertForSequenceClassification(_BertWithHead):
         super().__init__(config, num_labels, add_pooling_layer=True)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output  # (B, C)
+        # the pooler reads the [CLS] row only: the last layer computes that row alone
+        pooled = self.bert(input_ids, attention_mask, token_type_ids, cls_only=True).pooler_output  # (B, C)
         return self.head(pooled, labels)
 
     def head(self, pooled, labels=None):

@@ -56,14 +56,16 @@ def _part(param_name):
 
 def _gemm_shape(cls, arrays):
     """The key a product's rate is timed at: ("gemm", batch, M, K, N) for Linear and MatMul,
-    ("attention", B, H, T, D) for the fused attention kernel, which is not a BLAS call."""
+    ("attention", B, H, L, S, D) for the fused attention kernel (L queries, S keys; L = S = T in
+    self-attention), which is not a BLAS call."""
     a, b = arrays[0], arrays[1]
     if cls.__name__ == "Linear":
         return ("gemm", 1, a.size // a.shape[-1], b.shape[1], b.shape[0])
     if cls.__name__ == "MatMul":
         batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
         return ("gemm", batch, a.shape[-2], a.shape[-1], b.shape[-1])
-    return ("attention", *a.shape)
+    B, H, L, D = a.shape
+    return ("attention", B, H, L, b.shape[-2], D)
 
 
 def _lora_products(arrays, names, needs=(False,) * 4):
@@ -101,7 +103,7 @@ class _ForwardCounter:
     def before_backward(self, fn, grad):
         return None
 
-    def after_backward(self, fn, grad, input_grads, token):
+    def after_backward(self, fn, grad, input_grads, token, input_shapes):
         pass
 
 
@@ -134,7 +136,7 @@ def _backward_flops(nodes, names):
             dx, dw = fwd * needs[0], fwd * needs[1]
         elif name == "MatMul":
             key, dx, dw = ("encoder", _gemm_shape(node.fn, arrays)), fwd * (needs[0] + needs[1]), 0
-        else:  # attention: the forward is two (T, T, D) products, Q K^T and P V
+        else:  # attention: the forward is two (L, S, D) products, Q K^T and P V
             nq, nk, nv = needs[:3]
             products = nv + (nq or nk) + nq + nk  # dV; dP; dQ; dK, as kernels/attention.py skips
             key, dx, dw = ("encoder", _gemm_shape(node.fn, arrays)), fwd // 2 * products, 0
@@ -258,11 +260,12 @@ def product_calls(shapes):
             b = rng.standard_normal((batch, k, n), dtype=np.float32)
             calls[key] = (lambda a=a, b=b: np.matmul(a, b)), 2 * batch * m * k * n
         else:
-            _, B, H, T, D = key
-            q = rng.standard_normal((B, H, T, D), dtype=np.float32)
-            mask = np.zeros((B, 1, 1, T), np.float32)
-            calls[key] = ((lambda q=q, mask=mask: kattention.attention_forward(q, q, q, mask, D ** -0.5)),
-                          4 * B * H * T * T * D)
+            _, B, H, L, S, D = key
+            q = rng.standard_normal((B, H, L, D), dtype=np.float32)
+            k = rng.standard_normal((B, H, S, D), dtype=np.float32)
+            mask = np.zeros((B, 1, 1, S), np.float32)
+            calls[key] = ((lambda q=q, k=k, mask=mask: kattention.attention_forward(q, k, k, mask, D ** -0.5)),
+                          4 * B * H * L * S * D)
     return calls
 
 

@@ -122,7 +122,8 @@ class Trainer:
             with minigrad.no_grad():
                 for index in make_batches(data.lengths, 64):
                     b = collate(data, index)
-                    out = self.model.bert(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+                    out = self.model.bert(b["input_ids"], b["attention_mask"], b["token_type_ids"],
+                                          cls_only=not token_level)
                     for row, i in enumerate(index):
                         feats[i] = (out.last_hidden_state.data[row, :len(data.ids[i])].copy()
                                     if token_level else out.pooler_output.data[row].copy())

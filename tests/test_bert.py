@@ -80,6 +80,19 @@ def test_every_layer_matches_transformers(ours, theirs, batch, path):
     assert max(worst.values()) <= TOL_STATES, worst
 
 
+@pytest.mark.parametrize("path", ["fused", "ref"])
+def test_cls_only_matches_transformers(ours, theirs, batch, path):
+    """cls_only=True (what BertForSequenceClassification runs) computes the last layer for the
+    [CLS] row alone: that row and the pooler output equal transformers' full forward."""
+    with kernels.use(path), mg.no_grad():
+        out = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], cls_only=True)
+    states, pooled = parity.transformers_states(theirs, batch)
+    B, _, C = states[-1].shape
+    assert out.last_hidden_state.shape == (B, 1, C)
+    assert np.abs(out.last_hidden_state.data[:, 0] - states[-1][:, 0]).max() <= TOL_STATES
+    assert np.abs(out.pooler_output.data - pooled).max() <= TOL_STATES
+
+
 def test_parity_tool_exit_status(folder, torch, capsys):
     assert parity.main(["--check-parity", str(folder)]) == 0
     table = capsys.readouterr().out
@@ -105,11 +118,12 @@ def test_parity_tool_unloadable_folder(tmp_path, torch, capsys):
 
 
 # ---- backward parity -------------------------------------------------------------------------
-@pytest.mark.parametrize("path", ["fused", "ref"])
-def test_gradients_match_torch(ours, theirs, batch, torch, path):
+@pytest.mark.parametrize("path,cls_only", [("fused", False), ("ref", False), ("fused", True), ("ref", True)])
+def test_gradients_match_torch(ours, theirs, batch, torch, path, cls_only):
     """A fixed random linear head on the [CLS] state, cross-entropy over 3 classes: the head
     weight's gradient and layer 0's query weight's gradient (the deepest point of the backward
-    pass) equal torch's. Eval mode on both sides, so dropout is off."""
+    pass) equal torch's, also when our last layer computes the [CLS] row alone (cls_only), as
+    the sequence classifier runs it. Eval mode on both sides, so dropout is off."""
     rng = np.random.default_rng(0)
     C, K = ours.config.hidden_size, 3
     w = (rng.standard_normal((K, C)) * 0.1).astype(np.float32)
@@ -119,7 +133,8 @@ def test_gradients_match_torch(ours, theirs, batch, torch, path):
     ours.zero_grad()
     head = mg.tensor(w, requires_grad=True)
     with kernels.use(path):
-        h = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).last_hidden_state
+        h = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                 cls_only=cls_only).last_hidden_state
         loss = F.cross_entropy(F.linear(h[:, 0], head, b), labels)
         loss.backward()
     query = ours.encoder.layer[0].attention.self.query.weight

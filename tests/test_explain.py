@@ -36,15 +36,19 @@ def totals(info):
 LIN_CC, LIN_CF = 2 * N * C * C, 2 * N * C * FF
 ATT = 2 * 2 * B * T * T * C                       # Q K^T and P V over all heads (H * D = C)
 LAYER_FWD = 4 * LIN_CC + 2 * LIN_CF + ATT         # q, k, v, attention out; FFN in and out
-ENC_FWD = L * LAYER_FWD
+# the classifier's last layer computes the [CLS] row alone (B rows, not N), but k and v of all
+LIN1_CC, LIN1_CF, ATT1 = 2 * B * C * C, 2 * B * C * FF, 2 * 2 * B * 1 * T * C
+LAST_FWD = 2 * LIN_CC + 2 * LIN1_CC + 2 * LIN1_CF + ATT1
+ENC_FWD = (L - 1) * LAYER_FWD + LAST_FWD
+ENC_ATT = (L - 1) * ATT + ATT1
 POOL, CLS = 2 * B * C * C, 2 * B * C * K
-AB = 2 * N * C * R                                # one LoRA factor, A (x -> r) or B (r -> out)
+AB, AB1 = 2 * N * C * R, 2 * B * C * R            # one LoRA factor, A (x -> r) or B (r -> out)
 
 
 def test_full_backward_is_twice_forward():
     t = totals(explain.analyse(tiny("full"), B, T))
     # each product's backward is two products; attention's four are all dX (it has no weight)
-    assert t["encoder"] == (ENC_FWD, ENC_FWD + L * ATT, ENC_FWD - L * ATT)
+    assert t["encoder"] == (ENC_FWD, ENC_FWD + ENC_ATT, ENC_FWD - ENC_ATT)
     assert t["head"] == (POOL + CLS, POOL + CLS, POOL + CLS)
     assert "lora" not in t
 
@@ -53,11 +57,11 @@ def test_lora_counts_by_hand():
     t = totals(explain.analyse(tiny("lora"), B, T))
     # layer 0 reads the frozen embeddings: q, k, v need no dX, and its attention needs no dK
     # (the key is frozen there), so three of its four backward products run; from layer 1 on,
-    # every dX runs
-    enc_dx = (3 * ATT // 2 + LIN_CC + 2 * LIN_CF) + (3 * LIN_CC + 2 * ATT + LIN_CC + 2 * LIN_CF)
+    # every dX runs (in the last layer, [CLS]'s rows and the keys and values of all)
+    enc_dx = (3 * ATT // 2 + LIN_CC + 2 * LIN_CF) + (LIN1_CC + 2 * LIN_CC + 2 * ATT1 + LIN1_CC + 2 * LIN1_CF)
     assert t["encoder"] == (ENC_FWD, enc_dx, 0)  # frozen: not one dW product
-    lora_fwd = L * 2 * (2 * AB)                   # two adapters (query, value) per layer
-    lora_dx = 2 * AB + 2 * (2 * AB)               # layer 0: B factors only; layer 1: A and B
+    lora_fwd = 2 * (2 * AB) + 2 * AB1 + 2 * AB    # query and value adapters; layer 1's query on [CLS]
+    lora_dx = 2 * AB + 2 * AB1 + 2 * AB           # layer 0: B factors only; layer 1: A and B
     assert t["lora"] == (lora_fwd, lora_dx, lora_fwd)
     assert t["head"] == (POOL + CLS, POOL + CLS, CLS)  # pooler frozen: dX only
 

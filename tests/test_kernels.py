@@ -174,6 +174,26 @@ def test_attention_fused_kernels(shape, p):
     np.testing.assert_array_equal(out, fwd[0])
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 1, 33, 5), (2, 12, 1, 128, 32), (1, 2, 9, 77, 40)])
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_attention_fewer_queries_than_keys(shape, p):
+    """q (B, H, L, D) against k, v (B, H, S, D) with L < S (BERT's classifier attends from the
+    [CLS] row only): the fused kernels against the reference, every combination of gradients."""
+    b, h, lq, s, d = shape
+    q, dout = heads_view(b, h, lq, d), heads_view(b, h, lq, d)
+    k, v = heads_view(b, h, s, d), heads_view(b, h, s, d)
+    mask = np.where(rng.random((b, 1, 1, s)) < 0.3, np.finfo(np.float32).min, 0).astype(np.float32)
+    mask[..., 0] = 0
+    fwd, fwd_ref = both(attention.attention_forward, q, k, v, mask, d ** -0.5, p, 5)
+    assert fwd[0].shape == (b, h, lq, d) and fwd[1].shape == (b, h, lq, s)
+    close(fwd, fwd_ref)
+    for needs in [(True, True, True), (True, False, True), (False, True, False)]:
+        bwd, bwd_ref = both(attention.attention_backward, dout, q, k, v, fwd_ref[1], d ** -0.5, p,
+                            5, needs)
+        close([g for g in bwd if g is not None], [g for g in bwd_ref if g is not None])
+        assert [g.shape for g in bwd if g is not None] == [x.shape for x, n in zip((q, k, v), needs) if n]
+
+
 def test_attention_other_masks_fall_back():
     """A mask that varies over queries (here causal) takes the BLAS + softmax path."""
     q, k, v = (randn(2, 3, 6, 4) for _ in range(3))

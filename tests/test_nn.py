@@ -389,7 +389,7 @@ ERRORS = [
     ("attention 2-D", lambda: nn.MultiHeadSelfAttention(8, 2)(mg.zeros(5, 8)),
      ValueError, r"MultiHeadSelfAttention: expected x of shape \(B, T, C\), got \(5, 8\)"),
     ("attention mask", lambda: nn.MultiHeadSelfAttention(8, 2)(mg.zeros(2, 5, 8), np.zeros((2, 4))),
-     ValueError, r"MultiHeadSelfAttention: .*mask \(2, 4\) does not broadcast to \(B, H, T, T\) "
+     ValueError, r"MultiHeadSelfAttention: .*mask \(2, 4\) does not broadcast to \(B, H, L, S\) "
                  r"= \(2, 2, 5, 5\)"),
     ("post-LN width", lambda: nn.TransformerEncoderLayer(8, 2, 16)(mg.zeros(2, 5, 6)),
      ValueError, r"TransformerEncoderLayer: input shape \(2, 5, 6\) does not end in 8"),

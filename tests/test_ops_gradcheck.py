@@ -138,7 +138,11 @@ CASES = {
          [leaf(2, 1, 5, 3), leaf(2, 1, 5, 3), leaf(2, 1, 5, 3)]),
         # dropout on the probabilities: reseeded so every evaluation drops the same entries
         (lambda q, k, v: (mg.manual_seed(5), F.scaled_dot_product_attention(q, k, v, dropout_p=0.3))[1],
-         [leaf(2, 2, 4, 3), leaf(2, 2, 4, 3), leaf(2, 2, 4, 3)])],
+         [leaf(2, 2, 4, 3), leaf(2, 2, 4, 3), leaf(2, 2, 4, 3)]),
+        # fewer queries than keys (L = 2, S = 5), a key mask, dropout
+        (lambda q, k, v, m=mask_keep_first_col(2, 1, 5):
+            (mg.manual_seed(7), F.scaled_dot_product_attention(q, k, v, attn_mask=m, dropout_p=0.2))[1],
+         [leaf(2, 3, 2, 4), leaf(2, 3, 5, 4), leaf(2, 3, 5, 4)])],
 }
 
 ALL = [(name, case) for name, cases in CASES.items() for case in cases]

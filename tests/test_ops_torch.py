@@ -79,6 +79,9 @@ CASES = {
     "sdpa": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=MASK),
              lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=torch.tensor(MASK)),
              [(2, 2, 4, 3)] * 3),
+    "sdpa_fewer_queries": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=MASK),
+                           lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=torch.tensor(MASK)),
+                           [(2, 2, 1, 3), (2, 2, 4, 3), (2, 2, 4, 3)]),
     "cast": (lambda x: F.cast(x, np.float32), lambda x: x.float(), [(2, 3)]),
 }
 

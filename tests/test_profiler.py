@@ -59,6 +59,13 @@ def test_matmul_and_attention_flops():
     assert prof.stats[("ScaledDotProductAttention", "forward")].flops == 4 * B * H * T * T * D
     assert prof.stats[("ScaledDotProductAttention", "backward")].flops == 8 * B * H * T * T * D
 
+    L = 2  # fewer queries than keys: each product is (L, S = T, D)
+    q = minigrad.randn(B, H, L, D, requires_grad=True)
+    with minigrad.profile() as prof:
+        F.scaled_dot_product_attention(q, k, v).sum().backward()
+    assert prof.stats[("ScaledDotProductAttention", "forward")].flops == 4 * B * H * L * T * D
+    assert prof.stats[("ScaledDotProductAttention", "backward")].flops == 8 * B * H * L * T * D
+
 
 def test_table_sorted_and_hooks_removed():
     x = minigrad.randn(64, 64, requires_grad=True)

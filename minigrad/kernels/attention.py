@@ -1,10 +1,11 @@
 """Scaled dot-product attention over all heads, forward and backward, with optional dropout
 on the attention probabilities.
 
-    q, k, v (B, H, T, D); mask additive, broadcastable to (B, H, T, T) (BERT: (B, 1, 1, T))
-    probs = softmax(q @ k^T * scale + mask)      (B, H, T, T)
+    q (B, H, L, D) queries; k, v (B, H, S, D) keys and values (self-attention: L = S = T);
+    mask additive, broadcastable to (B, H, L, S) (BERT: (B, 1, 1, S))
+    probs = softmax(q @ k^T * scale + mask)      (B, H, L, S)
     drop = dropout(probs, p, seed)               dropout.py's counter-based mask, p = 0: none
-    out = drop @ v                               (B, H, T, D)
+    out = drop @ v                               (B, H, L, D)
     backward: dv = drop^T @ dout; dprobs = dropout(dout @ v^T, p, seed);
               dscores = probs * (dprobs - sum(dprobs * probs, -1)) * scale
               dq = dscores @ k; dk = dscores^T @ q
@@ -82,44 +83,45 @@ def _head_product(a, bp, c, zero):
 
 @njit(fastmath=True, parallel=True, error_model="numpy", cache=True)
 def attention_forward_kernel(q, k, v, mask, scale, seed, thresh, keep_scale, n_chunks, probs, out):
-    """q, k, v (B, H, T, D) float32, any strides (heads split from (B, T, H, D) by a view), mask
-    (B, T) additive over keys -> probs (B, H, T, T) = softmax(q k^T * scale + mask) and
-    out (B, H, T, D) = dropout(probs) @ v (dropout when thresh > 0). probs may be empty (no
-    backward will read it, as in inference): then nothing of size (B, H, T, T) is written.
+    """q (B, H, L, D), k, v (B, H, S, D) float32, any strides (heads split from (B, T, H, D) by a
+    view), mask (B, S) additive over keys -> probs (B, H, L, S) = softmax(q k^T * scale + mask)
+    and out (B, H, L, D) = dropout(probs) @ v (dropout when thresh > 0). probs may be empty (no
+    backward will read it, as in inference): then nothing of size (B, H, L, S) is written.
 
     for chunk in prange(n_chunks):            the B*H heads in contiguous chunks, one a thread
       for bh in chunk:                        one head: no thread sync inside
-        pack k[b, h]^T                        (D, T), 16 KB at BERT's shape: stays in L1
-        for i in T by MR:                     a block of MR query rows
+        pack k[b, h]^T                        (D, S), 16 KB at BERT's shape: stays in L1
+        for i in L by MR:                     a block of MR query rows
             c[i:i+MR] = q[i:i+MR] @ k^T       c = probs[b, h] (or the chunk's scratch); K = D
             for r in i..i+MR:                 softmax.py's row, while the block is in L1:
                 c[r] = softmax(c[r] * scale + mask[b]); drop[r] = dropout(c[r])
         out[b, h] = drop @ v                  `_head_product` (drop still in L2)
 
     Everything of one head on one thread. The scores never go to memory and back, dropout(probs)
-    is a (T, T) scratch of the chunk's, never a (B, H, T, T) array, and the B*H small products
+    is an (L, S) scratch of the chunk's, never a (B, H, L, S) array, and the B*H small products
     run two at a time: OpenBLAS splits each (T, D) x (D, T) product over both threads (192
     thread syncs: measured 5.9 ms of CPU for 3 ms wall, where one thread needs about 1.6 ms) and
     runs each (T, T) x (T, D) one on a single thread, leaving the other core idle. Scratch is
     made once per chunk, not per head. Row r of head bh draws the dropout bits of flat index
-    (bh T + r) T + j, as `dropout.dropout` does on the whole (B, H, T, T) array (the reference).
+    (bh L + r) S + j, as `dropout.dropout` does on the whole (B, H, L, S) array (the reference).
     """
-    nb, nh, t, d = q.shape
-    zero = np.zeros(max(t, d), np.float32)
+    nb, nh, lq, d = q.shape
+    s = k.shape[2]
+    zero = np.zeros(max(lq, s, d), np.float32)
     keep = probs.size > 0
     per = (nb * nh + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
-        scratch = np.empty((0, 0) if keep else (t, t), np.float32)
-        drop_scratch = np.empty((t, t) if thresh > 0 else (0, 0), np.float32)
+        scratch = np.empty((0, 0) if keep else (lq, s), np.float32)
+        drop_scratch = np.empty((lq, s) if thresh > 0 else (0, 0), np.float32)
         for bh in range(ch * per, min(ch * per + per, nb * nh)):
             b, h = bh // nh, bh % nh
             kp = _pack_b(k[b, h].T)
             c = probs[b, h] if keep else scratch
             drop = drop_scratch if thresh > 0 else c
-            for i in range(0, t, MR):
+            for i in range(0, lq, MR):
                 _tile_rows(q[b, h], kp, i, c, zero)
-                for r in range(i, min(i + MR, t)):
-                    softmax_row(c[r], scale, mask[b], c[r], seed, (bh * t + r) * t, thresh,
+                for r in range(i, min(i + MR, lq)):
+                    softmax_row(c[r], scale, mask[b], c[r], seed, (bh * lq + r) * s, thresh,
                                 keep_scale, drop[r])
             _head_product(drop, _pack_b(v[b, h]), out[b, h], zero)
 
@@ -127,13 +129,14 @@ def attention_forward_kernel(q, k, v, mask, scale, seed, thresh, keep_scale, n_c
 @njit(fastmath=True, parallel=True, error_model="numpy", cache=True)
 def attention_backward_kernel(dout, q, k, v, probs, scale, seed, thresh, keep_scale, n_chunks,
                               need_q, need_k, need_v, dq, dk, dv):
-    """dout, q, k, v (B, H, T, D) float32, any strides, probs (B, H, T, T) -> dq, dk, dv
-    (B, H, T, D), each only where need_q, need_k, need_v (else that array may be empty).
+    """dout, q (B, H, L, D), k, v (B, H, S, D) float32, any strides, probs (B, H, L, S) -> dq,
+    dk, dv (q's, k's, v's shapes), each only where need_q, need_k, need_v (else that array may
+    be empty).
 
     for chunk in prange(n_chunks):
       for bh in chunk:
         pack v[b, h]^T
-        for i in T by MR:
+        for i in L by MR:
             ds[i:i+MR] = dout[i:i+MR] @ v^T   the register tile: dprobs, MR rows
             for r in i..i+MR:                 softmax.py's backward row, in place, in L1:
                 g = dropout(ds[r]); ds[r] = scale * p[r] * (g - sum(g * p[r]))
@@ -141,24 +144,25 @@ def attention_backward_kernel(dout, q, k, v, probs, scale, seed, thresh, keep_sc
         dv = drop^T @ dout;  dq = ds @ k;  dk = ds^T @ q      `_head_product`, ds in L2
 
     The mirror of the forward: dO V^T goes straight into the softmax backward, the dropout bits
-    are drawn once per element for both dP and dropout(probs), and ds and drop are (T, T)
+    are drawn once per element for both dP and dropout(probs), and ds and drop are (L, S)
     scratch arrays of the chunk's.
     """
-    nb, nh, t, d = q.shape
-    zero = np.zeros(max(t, d), np.float32)
+    nb, nh, lq, d = q.shape
+    s = k.shape[2]
+    zero = np.zeros(max(lq, s, d), np.float32)
     per = (nb * nh + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
-        ds = np.empty((t, t), np.float32)
-        drop_scratch = np.empty((t, t) if thresh > 0 else (0, 0), np.float32)
+        ds = np.empty((lq, s), np.float32)
+        drop_scratch = np.empty((lq, s) if thresh > 0 else (0, 0), np.float32)
         for bh in range(ch * per, min(ch * per + per, nb * nh)):
             b, h = bh // nh, bh % nh
             vp = _pack_b(v[b, h].T)
             drop = drop_scratch if thresh > 0 else probs[b, h]
-            for i in range(0, t, MR):
+            for i in range(0, lq, MR):
                 _tile_rows(dout[b, h], vp, i, ds, zero)
-                for r in range(i, min(i + MR, t)):
+                for r in range(i, min(i + MR, lq)):
                     softmax_backward_row(probs[b, h, r], ds[r], scale, ds[r], seed,
-                                         (bh * t + r) * t, thresh, keep_scale, drop[r])
+                                         (bh * lq + r) * s, thresh, keep_scale, drop[r])
             if need_v:
                 _head_product(drop.T, _pack_b(dout[b, h]), dv[b, h], zero)
             if need_q:
@@ -177,44 +181,45 @@ def _f32(*arrays):
     return all(a.dtype == np.float32 for a in arrays)
 
 
-def _key_mask(mask, b, h, t):
-    """The mask as (B, T) rows when it varies over batch and key only (None, (B,1,1,T),
-    (1,1,1,T), (T,)); else None, and the forward takes the BLAS + softmax path."""
+def _key_mask(mask, b, h, s):
+    """The mask as (B, S) rows when it varies over batch and key only (None, (B,1,1,S),
+    (1,1,1,S), (S,)); else None, and the forward takes the BLAS + softmax path."""
     if mask is None:
-        return np.zeros((b, t), np.float32)
+        return np.zeros((b, s), np.float32)
     m = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
-    if m.shape[1] == 1 and m.shape[2] == 1 and m.shape[0] in (1, b) and m.shape[3] == t:
-        return np.ascontiguousarray(np.broadcast_to(m[:, 0, 0, :], (b, t)), dtype=np.float32)
+    if m.shape[1] == 1 and m.shape[2] == 1 and m.shape[0] in (1, b) and m.shape[3] == s:
+        return np.ascontiguousarray(np.broadcast_to(m[:, 0, 0, :], (b, s)), dtype=np.float32)
     return None
 
 
 def _check(q, k, v):
-    if q.ndim != 4 or q.shape != k.shape or q.shape != v.shape:
-        raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}: expected three "
-                         "equal (B, H, T, D) shapes")
+    if q.ndim != 4 or k.shape != v.shape or k.ndim != 4 or q.shape[:2] != k.shape[:2] \
+            or q.shape[3] != k.shape[3]:
+        raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape}: expected q (B, H, L, "
+                         "D) and k, v (B, H, S, D)")
 
 
 def attention_forward(q, k, v, mask, scale, p=0.0, seed=0, keep_probs=True):
-    """q, k, v (B, H, T, D) -> out (B, H, T, D), probs (B, H, T, T) (before dropout with
-    probability p and mask seed `seed`); probs may be None when keep_probs is False (no
+    """q (B, H, L, D), k, v (B, H, S, D) -> out (B, H, L, D), probs (B, H, L, S) (before dropout
+    with probability p and mask seed `seed`); probs may be None when keep_probs is False (no
     backward will need it: the fused kernel then writes none).
 
-    float32 with a key mask ((B, 1, 1, T) or None): `attention_forward_kernel`. Another mask:
+    float32 with a key mask ((B, 1, 1, S) or None): `attention_forward_kernel`. Another mask:
     the products in BLAS and the softmax (and dropout) as softmax.py's kernel. Other dtypes
     (float64 in gradient checks) run the reference."""
     _check(q, k, v)
     if use_ref() or not _f32(q, k, v) or q.size == 0:
         return attention_forward_ref(q, k, v, mask, scale, p, seed)
-    b, h, t, _ = q.shape
-    mask2 = _key_mask(mask, b, h, t)
+    b, h, lq, _ = q.shape
+    mask2 = _key_mask(mask, b, h, k.shape[2])
     if mask2 is None:
-        scores = np.matmul(q, k.swapaxes(-1, -2))  # (B, H, T, T)
+        scores = np.matmul(q, k.swapaxes(-1, -2))  # (B, H, L, S)
         if p == 0.0:
             probs = ksoftmax.softmax_forward(scores, scale, mask)
             return np.matmul(probs, v), probs
         probs, dropped = ksoftmax.softmax_dropout_forward(scores, scale, mask, p, seed, out=scores)
         return np.matmul(dropped, v), probs
-    probs = np.empty((b, h, t, t) if keep_probs else (0, 0, 0, 0), np.float32)
+    probs = np.empty((b, h, lq, k.shape[2]) if keep_probs else (0, 0, 0, 0), np.float32)
     # out in q's memory layout (empty_like keeps the order of its strides): for heads split from
     # (B, T, C) activations, merging them back is then a view, not a (B, T, C) copy
     out = np.empty_like(q)
@@ -225,7 +230,7 @@ def attention_forward(q, k, v, mask, scale, p=0.0, seed=0, keep_probs=True):
 
 
 def attention_backward(dout, q, k, v, probs, scale, p=0.0, seed=0, needs=(True, True, True)):
-    """dout, q, k, v (B, H, T, D), probs (B, H, T, T) -> dq, dk, dv (B, H, T, D), each None
+    """dout, q (B, H, L, D), k, v (B, H, S, D), probs (B, H, L, S) -> dq, dk, dv, each None
     where `needs` says that input needs no gradient: its product is skipped (under LoRA, layer
     0's frozen key never needs dk).
 

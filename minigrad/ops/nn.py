@@ -184,10 +184,10 @@ class CrossEntropy(Function):
 class ScaledDotProductAttention(Function):
     """dropout(softmax(q @ k^T * scale + mask)) @ v over all heads at once.
 
-    q, k, v (B, H, T, D); mask additive, broadcastable to (B, H, T, T), a constant. Saves probs
-    (B, H, T, T) so the backward recomputes no softmax (and without a graph, makes none), and
-    with dropout (dropout_p > 0) only the seed of the mask, which the backward recomputes
-    (kernels/dropout.py).
+    q (B, H, L, D), k, v (B, H, S, D); mask additive, broadcastable to (B, H, L, S), a constant.
+    Saves probs (B, H, L, S) so the backward recomputes no softmax (and without a graph, makes
+    none), and with dropout (dropout_p > 0) only the seed of the mask, which the backward
+    recomputes (kernels/dropout.py).
     """
 
     @staticmethod
