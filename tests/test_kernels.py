@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from minigrad import kernels
-from minigrad.kernels import adamw, attention, cross_entropy, dropout, gelu, layernorm, matmul, softmax
+from minigrad.kernels import (adamw, attention, cross_entropy, dropout, embedding, gelu, layernorm, matmul,
+                             softmax)
 from minigrad.kernels.fastmath import fast_exp
 
 # One float32 tolerance for every comparison. The kernels sum in a different order than NumPy
@@ -217,6 +218,22 @@ def test_attention_with_dropout(shape):
     # dropping with p = 0 equals no dropout
     close(attention.attention_forward(q, k, v, args[0], args[1], 0.0, 1234),
           attention.attention_forward(q, k, v, args[0], args[1]))
+
+
+@pytest.mark.parametrize("ids_shape,c,v", [((1,), 1, 1), ((3, 5), 70, 4), ((16, 128), 384, 30522)])
+def test_embedding_backward(ids_shape, c, v):
+    """Scatter-add with repeated ids (few distinct rows, so most ids repeat), C not a multiple
+    of the kernel's column strip."""
+    ids = rng.integers(0, v, ids_shape)
+    ids.flat[: ids.size // 2] = ids.flat[0]  # one row hit many times
+    grad = randn(*ids_shape, c)
+    fused, ref = both(embedding.embedding_backward, ids, grad, v)
+    close([fused], [ref], scale=ids.size ** 0.5)
+    # hand-worked: the repeated row holds the sum of its gradients, an unused row stays zero
+    np.testing.assert_allclose(fused[ids.flat[0]], grad.reshape(-1, c)[ids.reshape(-1) == ids.flat[0]].sum(0),
+                               rtol=1e-5, atol=1e-4)
+    unused = np.setdiff1d(np.arange(v), ids)
+    assert not fused[unused].any()
 
 
 @pytest.mark.parametrize("shape", [(1,), (3, 7), (2, 3, 5, 7), (2048, 384), (16, 12, 128, 128)])

@@ -13,6 +13,7 @@ from ..function import Function
 from ..kernels import attention as kattention
 from ..kernels import cross_entropy as kcross_entropy
 from ..kernels import dropout as kdropout
+from ..kernels import embedding as kembedding
 from ..kernels import layernorm as klayernorm
 from ..kernels import softmax as ksoftmax
 from ..tensor import get_rng
@@ -134,7 +135,7 @@ class DropoutAddLayerNorm(Function):
 @register
 class Embedding(Function):
     """weight (V, C) looked up at integer ids (any shape S) -> (*S, C). Backward scatter-adds
-    into the rows used, so a token seen twice gets both gradients."""
+    into the rows used, so a token seen twice gets both gradients (kernels/embedding.py)."""
 
     @staticmethod
     def forward(ctx, weight, ids=None):
@@ -143,9 +144,7 @@ class Embedding(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        dweight = np.zeros(ctx.w_shape, dtype=grad.dtype)
-        np.add.at(dweight, ctx.ids.reshape(-1), grad.reshape(-1, ctx.w_shape[1]))
-        return dweight
+        return kembedding.embedding_backward(ctx.ids, grad, ctx.w_shape[0])
 
 
 @register
