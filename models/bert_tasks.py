@@ -56,8 +56,8 @@ class BertForSequenceClassification(_BertWithHead):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         # the pooler reads the [CLS] row only: the last layer computes that row alone
-        pooled = self.bert(input_ids, attention_mask, token_type_ids, cls_only=True).pooler_output  # (B, C)
-        return self.head(pooled, labels)
+        out = self.bert(input_ids, attention_mask, token_type_ids, cls_only=True)
+        return self.head(out.pooler_output, labels)  # pooler_output (B, C)
 
     def head(self, pooled, labels=None):
         """The part after the encoder, on (B, C) features (also used on cached features)."""
