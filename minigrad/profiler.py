@@ -97,14 +97,13 @@ def _backward_flops(fn, grad, input_grads, input_shapes):
         return ((0 if da is None else 2 * grad.size * da.shape[-1])
                 + (0 if db is None else 2 * grad.size * db.shape[k_of_b]))
     if name == "LoraLinear":
-        # dx = dy W + du A, dW = dy^T x, dA = du^T x, dB = dy^T t, du = dy B when dx or dA;
-        # r is read from dA or dB (under LoRA, A and B always train)
+        # dx = dy W + du A, dW = dy^T x, dA = du^T x, dB = dy^T t, du = dy B when dx or dA
+        # (under LoRA, A and B always train)
         dx, dw, da, db = input_grads[:4]
         if da is None and db is None:
             return None
-        rows, cout = grad.size // grad.shape[-1], grad.shape[-1]
-        r = da.shape[0] if da is not None else db.shape[1]
-        cin = next((g.shape[-1] for g in (dx, dw, da) if g is not None), 0)
+        rows = grad.size // grad.shape[-1]
+        (cout, cin), r = input_shapes[1], input_shapes[2][0]  # weight (Cout, Cin), lora_A (r, Cin)
         return 2 * rows * ((dx is not None) * (cout * cin + r * cin) + (dw is not None) * cout * cin
                            + (da is not None) * r * cin + (db is not None) * cout * r
                            + (dx is not None or da is not None) * cout * r)
