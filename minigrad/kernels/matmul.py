@@ -66,7 +66,7 @@ def _register_tile_compiled():
     return lambda: carray(_stack_tile(), (MR, NR))
 
 
-@njit(fastmath=True, cache=True)
+@njit(fastmath=True, inline="always", cache=True)
 def _micro_kernel(a_t, b_p, c, i, mi, j, bias, first):
     """One register tile: c[i:i+mi, j:j+nj] += a_t^T @ b_p, nj = min(NR, N - j); on the first
     block of k, c = bias + ... instead. a_t (kc, MR) is a tile of A, transposed: a tile of
@@ -85,7 +85,9 @@ def _micro_kernel(a_t, b_p, c, i, mi, j, bias, first):
     fixed size), and the add also brings the bias in for free and handles edge tiles. A and B
     are passed as slices that start at 0 (a_t, b_p): indexed as bp[p, k0 + k, jj], Numba's
     negative-index wrap-around cost a shift, an and and a multiply on every step of k (AVX2:
-    84 against 115 GFLOP/s).
+    84 against 115 GFLOP/s). Inlined into its callers (inline="always"): attention's products
+    have K = 32, and a call per tile cost up to 15% there (Xeon: QK^T of one head in L1 8.9 ->
+    7.7 us).
     """
     acc = register_tile()
     for r in range(MR):
