@@ -108,14 +108,19 @@ def _backward_flops(fn, grad, input_grads, input_shapes):
                            + (da is not None) * r * cin + (db is not None) * cout * r
                            + (dx is not None or da is not None) * cout * r)
     if name == "ScaledDotProductAttention":
-        # dV = P^T dO if dv; dP = dO V^T if dq or dk; dQ = dS K if dq; dK = dS^T Q if dk:
-        # each one (T, T, D) product per head
         dq, dk, dv = input_grads[:3]
         B, H, L, D = grad.shape  # dO has q's shape
         S = input_shapes[1][-2]  # keys
-        products = (dv is not None) + (dq is not None or dk is not None) + (dq is not None) + (dk is not None)
+        products = attention_backward_products(dq is not None, dk is not None, dv is not None)
         return products * 2 * B * H * L * S * D
     return None
+
+
+def attention_backward_products(need_q, need_k, need_v):
+    """How many (L, S, D) products attention's backward runs per head, skipping those whose
+    gradient no input needs (as kernels/attention.py does): dV = P^T dO if dv; dP = dO V^T if
+    dq or dk; dQ = dS K if dq; dK = dS^T Q if dk. tasks.explain counts with it too."""
+    return int(need_v) + int(need_q or need_k) + int(need_q) + int(need_k)
 
 
 class OpStats:

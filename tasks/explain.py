@@ -37,7 +37,8 @@ import minigrad
 from minigrad import function, optim
 from minigrad.kernels import attention as kattention
 from minigrad.nn import lora
-from minigrad.profiler import best_seconds, forward_flops, median_seconds
+from minigrad.profiler import (attention_backward_products, best_seconds, forward_flops,
+                               median_seconds)
 from models.bert import default_model_dir
 from models.bert_tasks import BertForSequenceClassification
 from tasks.train import prepare_model
@@ -137,8 +138,7 @@ def _backward_flops(nodes, names):
         elif name == "MatMul":
             key, dx, dw = ("encoder", _gemm_shape(node.fn, arrays)), fwd * (needs[0] + needs[1]), 0
         else:  # attention: the forward is two (L, S, D) products, Q K^T and P V
-            nq, nk, nv = needs[:3]
-            products = nv + (nq or nk) + nq + nk  # dV; dP; dQ; dK, as kernels/attention.py skips
+            products = attention_backward_products(*needs[:3])
             key, dx, dw = ("encoder", _gemm_shape(node.fn, arrays)), fwd // 2 * products, 0
         acc = out.setdefault(key, [0, 0])
         acc[0] += dx
