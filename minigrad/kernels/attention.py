@@ -105,7 +105,7 @@ def attention_forward_kernel(q, k, v, mask, scale, seed, thresh, keep_scale, n_c
 
     Everything of one head on one thread. The scores never go to memory and back (a head's
     (L, S) block is 64 KB, more than L1: the product with v runs on each block of rows as soon
-    as it is ready, not on the whole head after; (16, 12, 128, 32): 3.0 -> 2.6 ms), dropout(probs)
+    as it is ready, not on the whole head after; (16, 12, 128, 32): 2.77 -> 2.60 ms), dropout(probs)
     is an (L, S) scratch of the chunk's, never a (B, H, L, S) array, and the B*H small products
     run two at a time: OpenBLAS splits each (T, D) x (D, T) product over both threads (192
     thread syncs: measured 5.9 ms of CPU for 3 ms wall, where one thread needs about 1.6 ms) and
