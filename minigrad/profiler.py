@@ -74,9 +74,9 @@ def forward_flops(cls, arrays, out):
         return 2 * out.size * arrays[0].shape[-1]
     if name == "Linear":  # out (..., Cout), contracted over Cin
         return 2 * out.size * arrays[1].shape[1]
-    if name == "LoraLinear":  # x W^T, x A^T (Cin -> r) and t B^T (r -> Cout)
+    if name == "LoraLinear":
         (cout, cin), r = arrays[1].shape, arrays[2].shape[0]
-        return 2 * (out.size // cout) * (cin * cout + cin * r + r * cout)
+        return 2 * (out.size // cout) * sum(k * n for (k, n), _ in lora_products(cin, cout, r))
     if name == "ScaledDotProductAttention":
         q, k = arrays[0], arrays[1]
         B, H, T, D = q.shape
@@ -96,17 +96,14 @@ def _backward_flops(fn, grad, input_grads, input_shapes):
         k_of_b = -1 if name == "Linear" else -2
         return ((0 if da is None else 2 * grad.size * da.shape[-1])
                 + (0 if db is None else 2 * grad.size * db.shape[k_of_b]))
-    if name == "LoraLinear":
-        # dx = dy W + du A, dW = dy^T x, dA = du^T x, dB = dy^T t, du = dy B when dx or dA
-        # (under LoRA, A and B always train)
-        dx, dw, da, db = input_grads[:4]
-        if da is None and db is None:
+    if name == "LoraLinear":  # (under LoRA, A and B always train)
+        computed = [g is not None for g in input_grads[:4]]
+        if not (computed[2] or computed[3]):
             return None
         rows = grad.size // grad.shape[-1]
         (cout, cin), r = input_shapes[1], input_shapes[2][0]  # weight (Cout, Cin), lora_A (r, Cin)
-        return 2 * rows * ((dx is not None) * (cout * cin + r * cin) + (dw is not None) * cout * cin
-                           + (da is not None) * r * cin + (db is not None) * cout * r
-                           + (dx is not None or da is not None) * cout * r)
+        return 2 * rows * sum(k * n * (runs_dx + runs_dw)
+                              for (k, n), (runs_dx, runs_dw) in lora_products(cin, cout, r, computed))
     if name == "ScaledDotProductAttention":
         dq, dk, dv = input_grads[:3]
         B, H, L, D = grad.shape  # dO has q's shape
@@ -114,6 +111,17 @@ def _backward_flops(fn, grad, input_grads, input_shapes):
         products = attention_backward_products(dq is not None, dk is not None, dv is not None)
         return products * 2 * B * H * L * S * D
     return None
+
+
+def lora_products(cin, cout, r, needs=(False,) * 4):
+    """The three products of a fused LoRA layer (ops/linalg.py's LoraLinear) per row of x, as
+    [((K, N), (dX runs, dW runs))]: x W^T (Cin -> Cout), x A^T (Cin -> r), t B^T (r -> Cout).
+    The runs say which of the backward's products each one costs, given which gradients
+    (x, weight, lora_A, lora_B) are computed: dx = dy W + du A and dW = dy^T x; dA = du^T x;
+    du = dy B (for dx or dA) and dB = dy^T t. tasks.explain counts with it too."""
+    need_x, need_w, need_a, need_b = needs[:4]
+    return [((cin, cout), (need_x, need_w)), ((cin, r), (need_x, need_a)),
+            ((r, cout), (need_x or need_a, need_b))]
 
 
 def attention_backward_products(need_q, need_k, need_v):

@@ -38,7 +38,7 @@ from minigrad import function, optim
 from minigrad.kernels import attention as kattention
 from minigrad.nn import lora
 from minigrad.profiler import (attention_backward_products, best_seconds, forward_flops,
-                               median_seconds)
+                               lora_products, median_seconds)
 from models.bert import default_model_dir
 from models.bert_tasks import BertForSequenceClassification
 from tasks.train import prepare_model
@@ -70,15 +70,14 @@ def _gemm_shape(cls, arrays):
 
 
 def _lora_products(arrays, names, needs=(False,) * 4):
-    """The three products of the fused LoRA layer, x W^T, x A^T and t B^T, as
-    [(part, GEMM shape), forward FLOPs, (dX runs, dW runs)], the runs read from needs_input_grad
-    (x, weight, lora_A, lora_B) as ops/linalg.py's LoraLinear skips them."""
+    """The three products of the fused LoRA layer (profiler.lora_products), x W^T, x A^T and
+    t B^T, as [(part, GEMM shape), forward FLOPs, (dX runs, dW runs)], the runs read from
+    needs_input_grad (x, weight, lora_A, lora_B) as ops/linalg.py's LoraLinear skips them."""
     x, w, a = arrays[0], arrays[1], arrays[2]
     n, (cout, cin), r = x.size // x.shape[-1], w.shape, a.shape[0]
-    need_x, need_w, need_a, need_b = needs[:4]
-    return [((_part(names.get(id(w), "")), ("gemm", 1, n, cin, cout)), 2 * n * cin * cout, (need_x, need_w)),
-            (("lora", ("gemm", 1, n, cin, r)), 2 * n * cin * r, (need_x, need_a)),
-            (("lora", ("gemm", 1, n, r, cout)), 2 * n * r * cout, (need_x or need_a, need_b))]
+    parts = (_part(names.get(id(w), "")), "lora", "lora")
+    return [((part, ("gemm", 1, n, k, m)), 2 * n * k * m, runs)
+            for part, ((k, m), runs) in zip(parts, lora_products(cin, cout, r, needs))]
 
 
 class _ForwardCounter:
