@@ -199,14 +199,19 @@ def _f32(*arrays):
     return all(a.dtype == np.float32 for a in arrays)
 
 
+def _check_affine(op, x, gamma, beta):
+    c = x.shape[-1]
+    if gamma.shape != (c,) or beta.shape != (c,):
+        raise ValueError(f"{op}: x {x.shape} needs gamma and beta ({c},), "
+                         f"got {gamma.shape} and {beta.shape}")
+
+
 def layer_norm_forward(x, gamma, beta, eps):
     """x (..., C), gamma, beta (C,) -> y (..., C), mean (N,), rstd (N,) with N the leading size.
 
     float32 runs the kernel; other dtypes (float64 in gradient checks) the reference."""
     c = x.shape[-1]
-    if gamma.shape != (c,) or beta.shape != (c,):
-        raise ValueError(f"layer_norm: x {x.shape} needs gamma and beta ({c},), "
-                         f"got {gamma.shape} and {beta.shape}")
+    _check_affine("layer_norm", x, gamma, beta)
     x2 = x.reshape(-1, c)
     if use_ref() or not _f32(x, gamma, beta) or x.size == 0:
         y, mean, rstd = layer_norm_forward_ref(x2, gamma, beta, eps)
@@ -240,12 +245,9 @@ def layer_norm_backward(dy, x, gamma, mean, rstd):
 
 
 def _check_dropout_add(x, residual, gamma, beta, p):
-    c = x.shape[-1]
     if residual.shape != x.shape:
         raise ValueError(f"dropout_add_layer_norm: x {x.shape} and residual {residual.shape} differ")
-    if gamma.shape != (c,) or beta.shape != (c,):
-        raise ValueError(f"dropout_add_layer_norm: x {x.shape} needs gamma and beta ({c},), "
-                         f"got {gamma.shape} and {beta.shape}")
+    _check_affine("dropout_add_layer_norm", x, gamma, beta)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout_add_layer_norm: p={p} is not a probability")
 
