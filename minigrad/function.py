@@ -24,6 +24,11 @@ class _GradMode(contextlib.ContextDecorator):
     def __init__(self, enabled):
         self.enabled = enabled
 
+    def _recreate_cm(self):
+        # as a decorator, each call gets its own instance: a recursive or concurrent call
+        # would otherwise overwrite the `prev` that an outer call restores on exit
+        return type(self)(self.enabled)
+
     def __enter__(self):
         self.prev = is_grad_enabled()
         _state.grad_enabled = self.enabled

@@ -179,9 +179,14 @@ def masked_fill(x, mask, value):
 
 
 def cast(x, dtype):
-    """x in another dtype; its gradient is cast back to x's dtype."""
+    """x in another dtype; its gradient is cast back to x's dtype. To a non-float dtype the
+    result has no gradient (torch's rule), so it is a plain tensor outside the graph."""
     dtype = np.dtype(dtype)
-    return x if x.dtype == dtype else ew.Cast.apply(x, dtype=dtype)
+    if x.dtype == dtype:
+        return x
+    if dtype.kind != "f":
+        return Tensor(x.data.astype(dtype))
+    return ew.Cast.apply(x, dtype=dtype)
 
 
 # ---- reductions -----------------------------------------------------------------------
@@ -199,13 +204,15 @@ def max(x, dim=None, keepdim=False, axis=None):
     return red.Max.apply(x, axis=_axes("max", dim, axis, x.ndim), keepdims=keepdim)
 
 
-def var(x, dim=None, keepdim=False, unbiased=False, axis=None):
-    """Variance over dim: mean of squared deviations; divides by n - 1 when unbiased."""
+def var(x, dim=None, keepdim=False, unbiased=True, axis=None):
+    """Variance over dim: the sum of squared deviations divided by n - 1 (unbiased, torch's
+    default) or by n. Like torch, nan where that divisor is 0."""
     _check_float("var", x)
     axes = _axes("var", dim, axis, x.ndim)
     n = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
     d = x - mean(x, axes, keepdim=True)
-    return sum(d * d, axes, keepdim) * (1.0 / (n - 1 if unbiased else n))
+    divisor = n - 1 if unbiased else n
+    return sum(d * d, axes, keepdim) * (1.0 / divisor if divisor > 0 else float("nan"))
 
 
 def logsumexp(x, dim, keepdim=False):
@@ -473,15 +480,19 @@ def dropout(x, p=0.5, training=True):
     return nnops.Dropout.apply(x, p=p)
 
 
-def embedding(ids, weight):
-    """Rows of weight (V, C) at integer ids (any shape S) -> (*S, C)."""
+def embedding(ids, weight, padding_idx=None):
+    """Rows of weight (V, C) at integer ids (any shape S) -> (*S, C); the row padding_idx
+    (if given) gets no gradient."""
     ids = _int_array("embedding", "ids", ids)
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be (V, C), got {weight.shape}")
     if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):
         raise IndexError(f"embedding: ids in [{ids.min()}, {ids.max()}] out of range for "
                          f"weight {weight.shape} (vocabulary of {weight.shape[0]})")
-    return nnops.Embedding.apply(weight, ids=ids)
+    if padding_idx is not None and not -weight.shape[0] <= padding_idx < weight.shape[0]:
+        raise IndexError(f"embedding: padding_idx {padding_idx} out of range for weight "
+                         f"{weight.shape}")
+    return nnops.Embedding.apply(weight, ids=ids, padding_idx=padding_idx)
 
 
 def cross_entropy(input, target, ignore_index=-100, reduction="mean", label_smoothing=0.0):

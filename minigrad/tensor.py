@@ -114,7 +114,11 @@ class Tensor:
     def __le__(self, other): return self.data <= _raw(other)
     def __gt__(self, other): return self.data > _raw(other)
     def __ge__(self, other): return self.data >= _raw(other)
+    def __eq__(self, other): return self.data == _raw(other)  # `ids == pad_id`, as in torch
+    def __ne__(self, other): return self.data != _raw(other)
 
+    # Tensors stay hashable by identity (optimizer state is keyed by parameter); a dict finds
+    # its key by identity before it would ever compare with `==`
     __hash__ = object.__hash__
 
     # ---- methods --------------------------------------------------------------------
@@ -130,7 +134,7 @@ class Tensor:
     def sum(self, dim=None, keepdim=False, axis=None): return F.sum(self, dim, keepdim, axis=axis)
     def mean(self, dim=None, keepdim=False, axis=None): return F.mean(self, dim, keepdim, axis=axis)
     def max(self, dim=None, keepdim=False, axis=None): return F.max(self, dim, keepdim, axis=axis)
-    def var(self, dim=None, keepdim=False, unbiased=False, axis=None):
+    def var(self, dim=None, keepdim=False, unbiased=True, axis=None):
         return F.var(self, dim, keepdim, unbiased=unbiased, axis=axis)
     def logsumexp(self, dim, keepdim=False): return F.logsumexp(self, dim, keepdim)
     def reshape(self, *shape): return F.reshape(self, *shape)

@@ -75,7 +75,7 @@ class ModelOutput:
 class BertEmbeddings(Module):
     def __init__(self, c):
         super().__init__()
-        self.word_embeddings = Embedding(c.vocab_size, c.hidden_size)
+        self.word_embeddings = Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
         self.position_embeddings = Embedding(c.max_position_embeddings, c.hidden_size)
         self.token_type_embeddings = Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
@@ -282,7 +282,7 @@ def load_pretrained(model, folder, report=False):
     path = os.path.join(folder, "model.safetensors")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"from_pretrained: no model.safetensors in {folder}")
-    tensors = io.load_file(path)
+    tensors = io.load_file(path, upcast=True)  # a bfloat16 checkpoint loads as float32
     own = dict(model.named_parameters())
     mapped, renamed, ignored, rest = {}, [], [], {}
     for key, arr in tensors.items():

@@ -203,6 +203,19 @@ def test_embedding_matches_torch(dtype):
             x_is_ids=True)
 
 
+def test_embedding_padding_row_gets_no_gradient():
+    emb = nn.Embedding(5, 3, padding_idx=0)
+    assert not emb.weight.data[0].any()
+    emb(np.array([0, 1, 0])).sum().backward()
+    assert not emb.weight.grad[0].any() and (emb.weight.grad[1] == 1).all()
+
+
+def test_load_state_dict_takes_tensors_or_arrays():
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    b.load_state_dict({k: mg.tensor(v) for k, v in a.state_dict().items()})
+    assert all((b.state_dict()[k] == v).all() for k, v in a.state_dict().items())
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_layernorm_matches_torch(dtype):
     torch = pytest.importorskip("torch")

@@ -1,5 +1,7 @@
 """The autodiff engine through the Tensor API: graph walking, accumulation, grad mode, graph
 release, dtype discipline, skipped gradients, error messages and the DOT picture."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,13 @@ def test_no_grad_context_manager_and_decorator():
 
     assert not f(x).requires_grad
     assert (x * 2.0).requires_grad  # grad mode restored after both
+
+    @mg.no_grad()
+    def recurse(n):  # each call enters the decorator afresh: the outer one restores grad mode
+        return recurse(n - 1) if n else None
+
+    recurse(2)
+    assert mg.is_grad_enabled() and (x * 2.0).requires_grad
 
 
 def test_detach_cuts_the_graph():
@@ -223,6 +232,35 @@ def test_dtype_and_index_errors():
         F.embedding(np.array([0, 7]), mg.randn(3, 2))
     with pytest.raises(IndexError, match="cross_entropy: targets"):
         F.cross_entropy(mg.randn(2, 3), np.array([0, 3]))
+
+
+def test_comparisons_are_elementwise_as_in_torch():
+    ids = mg.tensor(np.array([5, 0, 0]))
+    assert (ids == 0).tolist() == [False, True, True]
+    assert (ids != 0).tolist() == [True, False, False]
+    assert (0 == ids).tolist() == [False, True, True]
+    x = mg.tensor([1.0, 2.0, 3.0])
+    assert F.masked_fill(x, ids == 0, -1.0).tolist() == [1.0, -1.0, -1.0]
+    assert {x: 1}[x] == 1  # still hashable by identity (optimizer state is keyed by parameter)
+
+
+def test_cast_to_an_integer_type_leaves_the_graph():
+    x = mg.tensor([1.5, 2.5], requires_grad=True)
+    y = x.astype(np.int64)
+    assert y.tolist() == [1, 2] and y.dtype == np.int64 and not y.requires_grad
+
+
+def test_mean_and_var_over_empty_or_single_elements():
+    for shape in ((0, 3), (2, 0)):  # no means at all; two means of no elements (nan)
+        x = mg.tensor(np.zeros(shape), requires_grad=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            x.mean(1).sum().backward()
+        assert x.grad.shape == shape
+    v = mg.tensor([[1.0], [2.0]]).var(1)  # unbiased by default, as torch: 0 / 0 is nan
+    assert np.isnan(v.data).all()
+    assert mg.tensor([1.0, 2.0, 3.0, 4.0]).var().item() == pytest.approx(5.0 / 3.0)
+    assert mg.tensor([1.0, 2.0, 3.0, 4.0]).var(unbiased=False).item() == pytest.approx(1.25)
 
 
 def test_constants_take_the_tensor_dtype():

@@ -46,7 +46,8 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """Row lookup: ids (...) int -> (..., embedding_dim)."""
+    """Row lookup: ids (...) int -> (..., embedding_dim). The row padding_idx starts at zero
+    and gets no gradient, as in torch."""
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32):
         super().__init__()
@@ -64,7 +65,7 @@ class Embedding(Module):
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
             raise IndexError(f"Embedding: ids must lie in [0, {self.num_embeddings}), "
                              f"got values in [{ids.min()}, {ids.max()}] (shape {ids.shape})")
-        return F.embedding(ids, self.weight)
+        return F.embedding(ids, self.weight, self.padding_idx)
 
     def extra_repr(self):
         return f"{self.num_embeddings}, {self.embedding_dim}"

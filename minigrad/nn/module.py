@@ -122,6 +122,7 @@ class Module:
         ValueError that lists every offending key.
         """
         own = dict(self.named_parameters())
+        state = {k: v.data if isinstance(v, Tensor) else v for k, v in state.items()}
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         mismatched = [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {own[k].shape}"

@@ -135,16 +135,20 @@ class DropoutAddLayerNorm(Function):
 @register
 class Embedding(Function):
     """weight (V, C) looked up at integer ids (any shape S) -> (*S, C). Backward scatter-adds
-    into the rows used, so a token seen twice gets both gradients (kernels/embedding.py)."""
+    into the rows used, so a token seen twice gets both gradients (kernels/embedding.py); the
+    row padding_idx, if given, gets none (torch's padding_idx: the padding vector stays put)."""
 
     @staticmethod
-    def forward(ctx, weight, ids=None):
-        ctx.ids, ctx.w_shape = ids, weight.shape
+    def forward(ctx, weight, ids=None, padding_idx=None):
+        ctx.ids, ctx.w_shape, ctx.padding_idx = ids, weight.shape, padding_idx
         return weight[ids]
 
     @staticmethod
     def backward(ctx, grad):
-        return kembedding.embedding_backward(ctx.ids, grad, ctx.w_shape[0])
+        dweight = kembedding.embedding_backward(ctx.ids, grad, ctx.w_shape[0])
+        if ctx.padding_idx is not None:
+            dweight[ctx.padding_idx] = 0
+        return dweight
 
 
 @register

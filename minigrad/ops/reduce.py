@@ -34,14 +34,16 @@ class Mean(Function):
     @staticmethod
     def forward(ctx, x, axis=None, keepdims=False):
         ctx.shape, ctx.axis, ctx.keepdims = x.shape, axis, keepdims
-        out = np.asarray(x.mean(axis=axis, keepdims=keepdims))
-        ctx.count = x.size // max(out.size, 1)
-        return out
+        # the number of elements each mean is over, from the reduced axes (x.size // out.size
+        # would be 0 / 0 for an empty x)
+        axes = range(x.ndim) if axis is None else np.atleast_1d(axis)
+        ctx.count = int(np.prod([x.shape[a] for a in axes]))
+        return np.asarray(x.mean(axis=axis, keepdims=keepdims))
 
     @staticmethod
     def backward(ctx, grad):
         dx = expand_reduced(grad, ctx.shape, ctx.axis, ctx.keepdims)
-        return dx * grad.dtype.type(1.0 / ctx.count)
+        return dx / grad.dtype.type(ctx.count) if ctx.count else dx
 
 
 @register
