@@ -201,6 +201,18 @@ def test_checkpoint_of_another_size(tmp_path, rng):
     assert "encoder.layer.1.output.dense.weight" in msg
 
 
+def test_bfloat16_checkpoint_loads_as_float32(tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    st_torch = pytest.importorskip("safetensors.torch")
+    state = dict(random_bert(rng).state_dict())
+    folder = write_folder(tmp_path, BertConfig(**TINY), state)
+    bf16 = {k: torch.from_numpy(np.array(v)).to(torch.bfloat16) for k, v in state.items()}
+    st_torch.save_file(bf16, str(folder / "model.safetensors"))
+    loaded = BertModel.from_pretrained(folder)
+    for key, t in bf16.items():
+        np.testing.assert_array_equal(loaded.state_dict()[key], t.float().numpy(), err_msg=key)
+
+
 def test_missing_keys_are_named(tmp_path, rng):
     state = dict(random_bert(rng).state_dict())
     del state["pooler.dense.weight"], state["encoder.layer.1.attention.self.key.bias"]

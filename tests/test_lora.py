@@ -265,6 +265,43 @@ def test_target_modules_matching():
     assert targets_of(("classifier", "query")) == [n for n in qv if n.endswith("query")]  # never the head
 
 
+def test_a_regex_matches_whole_names_as_in_peft():
+    # PEFT reads a string target_modules as a regex on the full module name
+    config = lora.LoraConfig.from_peft_dict({"r": 2, "lora_alpha": 4,
+                                             "target_modules": r".*\.layer\.1\..*(query|value)"})
+    model = lora.apply_lora(tiny_model(), config)
+    assert [n for n, _ in lora.lora_layers(model)] == [
+        "bert.encoder.layer.1.attention.self.query", "bert.encoder.layer.1.attention.self.value"]
+    assert config.to_peft_dict()["target_modules"] == r".*\.layer\.1\..*(query|value)"
+
+
+@pytest.mark.parametrize("field, value", [("alpha_pattern", {"value": 32}), ("rank_pattern", {"query": 4}),
+                                          ("use_dora", True), ("layers_to_transform", [0])])
+def test_adapter_settings_minigrad_lacks_are_refused(tmp_path, field, value):
+    config = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query"],
+              "alpha_pattern": {}, "layers_to_transform": None, field: value}
+    with pytest.raises(ValueError, match=f"adapter_config.json: sets {{'{field}'"):
+        lora.LoraConfig.from_peft_dict(config)
+
+
+def test_load_adapter_into_a_merged_model(tmp_path):
+    ids, mask = batch()
+    source = lora.apply_lora(tiny_model(), lora.LoraConfig(r=4, lora_alpha=8))
+    randomise_adapters(source)
+    want = logits(source, ids, mask)
+    lora.save_adapter(source, tmp_path)
+    pristine = tiny_model().bert.encoder.layer[0].attention.self.query.weight.data.copy()
+
+    model = lora.apply_lora(tiny_model(), lora.LoraConfig(r=4, lora_alpha=8))
+    randomise_adapters(model, seed=7)
+    lora.merge_lora(model)
+    lora.load_adapter(model, tmp_path)  # replaces the merged adapter, not adds to it
+    np.testing.assert_allclose(logits(model, ids, mask), want, atol=1e-5)
+    lora.unmerge_lora(model)
+    base = model.bert.encoder.layer[0].attention.self.query.base_layer.weight.data
+    np.testing.assert_allclose(base, pristine, atol=1e-6)
+
+
 @pytest.mark.parametrize("bad", ["quer", "dense.weight", ("LayerNorm",), "classifier"])
 def test_no_matching_target_is_a_clear_error(bad):
     model = tiny_model()

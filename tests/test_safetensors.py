@@ -106,6 +106,10 @@ def test_half_precision_upcast(tmp_path):
     assert up["b"].dtype == np.float32 and up["h"].dtype == np.float32
     np.testing.assert_array_equal(up["b"], values)
     np.testing.assert_array_equal(up["h"], values.reshape(2, 2))
+    zero_d = _craft(tmp_path / "scalar.safetensors", {"s": {"dtype": "BF16", "shape": [], "data_offsets": [0, 2]}},
+                    bf16[2:4])
+    scalar = load_file(zero_d, upcast=True)["s"]
+    assert isinstance(scalar, np.ndarray) and scalar.shape == () and scalar == -2.5
     with mio.safe_open(path) as f:
         assert f.get_tensor("h").dtype == np.float16
         with pytest.raises(SafetensorsError, match="tensor 'b' is BF16.*upcast=True"):

@@ -29,7 +29,7 @@ def atomic_open(path):
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            # mkstemp makes the file private (0600); a checkpoint should read like any other file
+            # mkstemp makes the file private (0600); a checkpoint should be like any other file
             os.chmod(tmp, _mode_for(path))
             yield f
             f.flush()
@@ -56,11 +56,14 @@ def remove_temporaries(directory, names):
 
 
 def _mode_for(path):
-    """Keep the permissions of the file being replaced, else the usual 0644."""
+    """Keep the permissions of the file being replaced, else those `open` would give a new file:
+    0666 less the process's umask (0644 under the usual umask 022)."""
     try:
         return os.stat(path).st_mode & 0o777
     except FileNotFoundError:
-        return 0o644
+        umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_directory(directory):

@@ -195,8 +195,11 @@ def _view(buf, data_start, entry, upcast, where):
         if not upcast:
             raise SafetensorsError(f"{where}: tensor {entry.name!r} is BF16, which NumPy cannot hold; "
                                    f"load it with upcast=True to get float32")
-        # bfloat16 is the top half of a float32: shift the 16 bits up and reinterpret
-        return (arr.astype(np.uint32) << 16).view(np.float32)
+        # bfloat16 is the top half of a float32: shift the 16 bits up and reinterpret (in
+        # place: `bits << 16` would turn a 0-d array into a NumPy scalar)
+        bits = arr.astype(np.uint32)
+        bits <<= 16
+        return bits.view(np.float32)
     if entry.dtype == "F16" and upcast:
         return arr.astype(np.float32)
     return arr

@@ -13,6 +13,7 @@ out again. Attribute names (`base_layer`, `lora_A`, `lora_B`) and the saved keys
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,10 @@ class LoraConfig:
     task_type: str = "SEQ_CLS"
     extra: dict = field(default_factory=dict, repr=False)
 
+    # target_modules: names matched as suffixes at a dot ("query", "intermediate.dense"), a
+    # comma-separated string of them, "all-linear", or a compiled regex that must match the
+    # whole module name (PEFT's meaning of a string; `from_peft_dict` compiles one)
+
     def __post_init__(self):
         if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
             self.target_modules = tuple(t.strip() for t in self.target_modules.split(",") if t.strip())
@@ -51,7 +56,9 @@ class LoraConfig:
 
     def to_peft_dict(self, base_model_name_or_path=None):
         """The fields of PEFT's adapter_config.json."""
-        targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        targets = self.target_modules
+        targets = (targets if isinstance(targets, str) else targets.pattern
+                   if isinstance(targets, re.Pattern) else list(targets))
         return {"peft_type": "LORA", "task_type": self.task_type, "r": self.r,
                 "lora_alpha": self.lora_alpha, "lora_dropout": self.lora_dropout,
                 "target_modules": targets, "use_rslora": self.use_rslora, "bias": "none",
@@ -63,12 +70,26 @@ class LoraConfig:
     def from_peft_dict(cls, d, path="adapter_config.json"):
         if d.get("peft_type", "LORA") != "LORA":
             raise ValueError(f"{path}: peft_type {d.get('peft_type')!r} is not LORA")
+        unsupported = {k: d[k] for k, default in _PEFT_DEFAULTS.items()
+                       if d.get(k) and d[k] != default}
+        if unsupported:
+            raise ValueError(f"{path}: sets {unsupported}; minigrad's LoRA supports only these "
+                             f"fields' defaults {dict((k, _PEFT_DEFAULTS[k]) for k in unsupported)}")
         targets = d.get("target_modules") or ("query", "value")
+        if isinstance(targets, str) and targets != "all-linear":  # PEFT: a regex on the full name
+            targets = re.compile(targets)
         return cls(r=d["r"], lora_alpha=d["lora_alpha"], lora_dropout=d.get("lora_dropout", 0.0),
-                   target_modules=targets if isinstance(targets, str) else tuple(targets),
+                   target_modules=targets if isinstance(targets, (str, re.Pattern)) else tuple(targets),
                    use_rslora=d.get("use_rslora", False),
                    modules_to_save=tuple(d.get("modules_to_save") or ()),
                    task_type=d.get("task_type") or "SEQ_CLS")
+
+
+# adapter_config.json fields that change what an adapter computes, at the values minigrad
+# implements (PEFT's defaults); an adapter that sets any other value is refused, not misread
+_PEFT_DEFAULTS = {"alpha_pattern": {}, "rank_pattern": {}, "use_dora": False, "lora_bias": False,
+                  "bias": "none", "fan_in_fan_out": False, "layers_to_transform": None,
+                  "layers_pattern": None, "exclude_modules": None}
 
 
 class LoraLinear(Module):
@@ -132,6 +153,8 @@ def _is_target(name, targets, head_names):
         return False  # never adapt the task head: it trains in full
     if targets == "all-linear":
         return True
+    if isinstance(targets, re.Pattern):
+        return targets.fullmatch(name) is not None
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
@@ -234,11 +257,13 @@ def read_adapter_config(folder):
 def _adapter_shape(config):
     """What must agree for saved A/B to mean the same thing: the order of target names does not."""
     targets = config.target_modules
-    return config.r, config.scaling, targets if isinstance(targets, str) else frozenset(targets)
+    return config.r, config.scaling, (targets if isinstance(targets, (str, re.Pattern))
+                                      else frozenset(targets))
 
 
 def load_adapter(model, folder):
-    """Apply the adapter saved in `folder` to `model` (applying LoRA first if needed) and load it."""
+    """Apply the adapter saved in `folder` to `model` (applying LoRA first if needed) and load it.
+    A merged model is unmerged first and merged again with the new adapter."""
     config = read_adapter_config(folder)
     if getattr(model, "peft_config", None) is None:
         apply_lora(model, config)
@@ -248,7 +273,8 @@ def load_adapter(model, folder):
                          f"scaling {config.scaling:g}; the model has r={have.r}, targets "
                          f"{have.target_modules}, scaling {have.scaling:g}")
     path = os.path.join(folder, ADAPTER_WEIGHTS)
-    saved = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in load_file(path).items()}
+    saved = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v
+             for k, v in load_file(path, upcast=True).items()}  # bfloat16 adapters too
     own = dict(model.named_parameters())
     expected = set(k[len(PEFT_PREFIX):] for k in adapter_state_dict(model))
     missing = sorted(expected - set(saved))
@@ -258,8 +284,13 @@ def load_adapter(model, folder):
     if missing or unexpected or bad:
         raise ValueError(f"load_adapter({path}) does not match the model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}, shape mismatches {bad[:5]}")
+    merged = [m for _, m in lora_layers(model) if m.merged]
+    for m in merged:  # take the old adapter out of the base weights before replacing it
+        m.unmerge()
     for k, arr in saved.items():
         own[k].data[...] = arr
+    for m in merged:
+        m.merge()
     return model
 
 
