@@ -30,7 +30,15 @@ def load_for_inference(folder):
         info = json.load(f)
     cls = BertForTokenClassification if info["task"] == "ner" else BertForSequenceClassification
     num_labels = len(info["label_names"]) or 1
-    if os.path.isfile(os.path.join(folder, lora.ADAPTER_CONFIG)):
+    is_adapter = info.get("method", "lora" if os.path.isfile(os.path.join(folder, lora.ADAPTER_CONFIG))
+                          else "full") == "lora"
+    needed = ((lora.ADAPTER_CONFIG, lora.ADAPTER_WEIGHTS) if is_adapter
+              else ("config.json", "model.safetensors", "tokenizer.json"))
+    missing = [name for name in needed if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise SystemExit(f"tasks.predict: {folder} is a {'LoRA adapter' if is_adapter else 'model'} "
+                         f"folder (task.json) but has no {', '.join(missing)}")
+    if is_adapter:
         base = info["base_model"]
         model = lora.load_adapter(cls.from_pretrained(base, num_labels=num_labels), folder)
         tokenizer = Tokenizer.from_folder(base)

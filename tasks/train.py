@@ -156,7 +156,17 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": minigrad.get_rng().bit_generator.state,
             "trainer": self.state,
+            "args": self.run_args(),
         })
+
+    # what may change when a run is resumed: how long it goes on and how it reports (a new
+    # --epochs gives the new run's schedule, as Hugging Face's Trainer does); anything else
+    # would silently mix two runs' data, model or optimiser settings
+    RESUMABLE_CHANGES = ("epochs", "patience", "quiet", "resume", "out")
+
+    def run_args(self):
+        return {k: v for k, v in sorted(vars(self.args).items())
+                if k not in self.RESUMABLE_CHANGES and (v is None or isinstance(v, (str, int, float)))}
 
     def resume(self):
         self.remove_stale_temporaries()
@@ -169,6 +179,13 @@ class Trainer:
         if set(ckpt["weights"]) != set(own) or any(ckpt["weights"][k].shape != own[k].shape for k in own):
             raise ValueError(f"--resume: {path} was written for another model or method "
                              f"({len(ckpt['weights'])} trainable tensors vs {len(own)} here)")
+        saved_args, args = ckpt.get("args"), self.run_args()
+        changed = {k: (saved_args.get(k), v) for k, v in args.items()
+                   if saved_args is not None and saved_args.get(k) != v}
+        if changed:
+            raise ValueError(f"--resume: {path} was written with other settings; saved vs now: "
+                             + ", ".join(f"{k} {old!r} vs {new!r}" for k, (old, new) in changed.items())
+                             + " (only " + ", ".join(self.RESUMABLE_CHANGES[:3]) + " may change)")
         load_trainable_state(self.model, ckpt["weights"])
         self.optimizer.load_state_dict(ckpt["optimizer"])  # takes the keys JSON made strings
         self.scheduler.load_state_dict(ckpt["scheduler"])

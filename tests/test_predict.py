@@ -82,3 +82,19 @@ def test_ner_prints_entities(tmp_path, capsys):
 def test_folder_without_task_json(tmp_path):
     with pytest.raises(SystemExit, match="has no task.json"):
         predict.main(["--adapter", str(tmp_path), "text"])
+
+
+@pytest.mark.parametrize("method, remove", [("lora", "adapter_config.json"),
+                                            ("lora", "adapter_model.safetensors"),
+                                            ("full", "model.safetensors")])
+def test_folder_missing_a_file_names_it(tmp_path, method, remove):
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "config.json",
+                 "model.safetensors", "tokenizer.json"):
+        (folder / name).write_text("{}")
+    _write_task(folder, "classify", ["a", "b"], method)
+    (folder / remove).unlink()
+    kind = "LoRA adapter" if method == "lora" else "model"
+    with pytest.raises(SystemExit, match=f"is a {kind} folder .* has no {remove}"):
+        predict.main(["--adapter", str(folder), "text"])

@@ -218,6 +218,15 @@ def test_resume_refuses_another_model(tmp_path, one_thread, capsys):
     assert "starting from scratch" in capsys.readouterr().err
 
 
+def test_resume_refuses_other_settings_but_not_more_epochs(tmp_path, one_thread):
+    tiny_trainer(tmp_path, epochs=1).fit()
+    with pytest.raises(ValueError, match=r"other settings.*lr 0\.003 vs 0\.1, seed 0 vs 1"):
+        tiny_trainer(tmp_path, epochs=1, lr=0.1, seed=1).resume()
+    longer = tiny_trainer(tmp_path, epochs=2, patience=5)
+    longer.resume()  # going on for longer is what --resume is for
+    assert longer.state["epoch"] == 1
+
+
 def test_resume_removes_temporaries_of_a_killed_write(tmp_path, one_thread):
     trainer = tiny_trainer(tmp_path, epochs=1)
     trainer.fit()
