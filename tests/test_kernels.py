@@ -251,6 +251,17 @@ def test_dropout_kernel_draws_the_reference_mask(shape, p):
     np.testing.assert_array_equal(out, fused)  # in place gives the same
 
 
+def test_dropout_and_softmax_dropout_fill_the_out_they_are_given():
+    x = np.arange(1, 13, dtype=np.float32).reshape(3, 4)
+    out = np.zeros((4, 3), np.float32).T  # not contiguous
+    assert dropout.dropout(x, 0.5, 7, out) is out
+    np.testing.assert_array_equal(out, dropout.dropout_ref(x, 0.5, 7))
+    with pytest.raises(ValueError, match=r"dropout: out \(4, 3\) is not x's shape \(3, 4\)"):
+        dropout.dropout(x, 0.5, 7, np.zeros((4, 3), np.float32))
+    y, yd = softmax.softmax_dropout_forward(x, 1.0, None, 0.0, 7)  # p = 0: yd is y
+    np.testing.assert_array_equal(yd, y)
+
+
 def test_dropout_mask_statistics():
     """Kept fraction within 5 standard errors of 1 - p for several p; masks of different seeds
     and of neighbouring elements are uncorrelated (a weak hash shows up as correlation)."""

@@ -115,6 +115,42 @@ def test_cross_entropy_large_inputs(path, scale, label_smoothing):
     np.testing.assert_allclose(x.grad, expected, rtol=2e-3, atol=1e-6)
 
 
+def test_fully_masked_rows_are_uniform_and_nan_propagates(path):
+    """A row masked everywhere with additive_mask's float32 minimum is uniform (torch's answer),
+    on softmax and on attention's fused kernel; a NaN score makes its whole row NaN."""
+    from minigrad.nn.attention import additive_mask
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal((2, 2, 5, 8)).astype(np.float32) for _ in range(3))
+    mask = additive_mask(np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]]))  # sequence 1: all padding
+    out = F.scaled_dot_product_attention(mg.tensor(q), mg.tensor(k), mg.tensor(v), attn_mask=mask).data
+    np.testing.assert_allclose(out[1], np.broadcast_to(v[1].mean(axis=1, keepdims=True), out[1].shape),
+                               rtol=1e-5, atol=1e-6)
+    p = F.softmax(mg.tensor(rng.standard_normal((2, 2, 5, 5)).astype(np.float32)) + mask, -1).data
+    np.testing.assert_allclose(p[1], 0.2, rtol=1e-6)
+
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    x[1, 2] = np.nan
+    y = F.softmax(mg.tensor(x), -1).data
+    assert np.isnan(y[1]).all() and np.isfinite(y[[0, 2]]).all()
+    k[0, 0, 3, 0] = np.nan  # one key: every query of that head sees it
+    out = F.scaled_dot_product_attention(mg.tensor(q), mg.tensor(k), mg.tensor(v)).data
+    assert np.isnan(out[0, 0]).all() and np.isfinite(out[0, 1]).all() and np.isfinite(out[1]).all()
+
+
+def test_cross_entropy_minus_inf_logits_and_all_ignored(path):
+    x = mg.tensor(np.array([[0.0, -np.inf, 1.0, 2.0]], np.float32), requires_grad=True)
+    loss = F.cross_entropy(x, np.array([0]))
+    np.testing.assert_allclose(loss.data, -log_softmax64(np.array([[0.0, -np.inf, 1.0, 2.0]]))[0, 0],
+                               rtol=1e-6)
+    loss.backward()
+    assert np.isfinite(x.grad).all()
+    x = mg.tensor(inputs(1.0), requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        loss = F.cross_entropy(x, np.full(x.shape[0], -100))  # nothing to average: nan, as torch
+        loss.backward()
+    assert np.isnan(loss.data) and not x.grad.any()  # but no gradient, not nan everywhere
+
+
 @pytest.mark.parametrize("scale", SCALES)
 def test_layer_norm_large_inputs(path, scale):
     rng = np.random.default_rng(4)

@@ -24,6 +24,7 @@ from numba import njit, prange
 from . import use_ref
 from . import dropout as kdropout
 from . import softmax as ksoftmax
+from .fastmath import NAN_SAFE
 from .matmul import MR, NR, _micro_kernel, _pack_a_block, _pack_b_panel
 from .softmax import softmax_backward_ref, softmax_backward_row, softmax_forward_ref, softmax_row
 
@@ -87,7 +88,7 @@ def _head_product(a, bp, c, zero):
         _tile_rows(a, bp, i, c, zero)
 
 
-@njit(fastmath=True, parallel=True, error_model="numpy", cache=True)
+@njit(fastmath=NAN_SAFE, parallel=True, error_model="numpy", cache=True)
 def attention_forward_kernel(q, k, v, mask, scale, seed, thresh, keep_scale, n_chunks, probs, out):
     """q (B, H, L, D), k, v (B, H, S, D) float32, any strides (heads split from (B, T, H, D) by a
     view), mask (B, S) additive over keys -> probs (B, H, L, S) = softmax(q k^T * scale + mask)
@@ -134,7 +135,7 @@ def attention_forward_kernel(q, k, v, mask, scale, seed, thresh, keep_scale, n_c
                 _tile_rows(drop, vp, i, out[b, h], zero)
 
 
-@njit(fastmath=True, parallel=True, error_model="numpy", cache=True)
+@njit(fastmath=NAN_SAFE, parallel=True, error_model="numpy", cache=True)
 def attention_backward_kernel(dout, q, k, v, probs, scale, seed, thresh, keep_scale, n_chunks,
                               need_q, need_k, need_v, dq, dk, dv):
     """dout, q (B, H, L, D), k, v (B, H, S, D) float32, any strides, probs (B, H, L, S) -> dq,

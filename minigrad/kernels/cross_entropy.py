@@ -63,8 +63,9 @@ def softmax_cross_entropy_kernel(logits, targets, ignore_index, smoothing, losse
         for j in range(v):
             s += fast_exp(logits[n, j] - m)
         logsum = m + np.log(s)
-        losses[n] = ((np.float32(1.0) - smoothing) * (logsum - logits[n, t])
-                     + smoothing * (logsum - zsum / v))
+        losses[n] = (np.float32(1.0) - smoothing) * (logsum - logits[n, t])
+        if smoothing > 0:  # else 0 * inf = nan for a row with a -inf logit (zsum = -inf)
+            losses[n] += smoothing * (logsum - zsum / v)
         for j in range(v):
             dlogits[n, j] = fast_exp(logits[n, j] - logsum) - off
         dlogits[n, t] -= np.float32(1.0) - smoothing

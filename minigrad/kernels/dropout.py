@@ -153,9 +153,15 @@ def dropout(x, p, seed, out=None):
             return y
         out[...] = y
         return out
+    if out is not None and out.shape != x.shape:
+        raise ValueError(f"dropout: out {out.shape} is not x's shape {x.shape}")
     x1 = np.ascontiguousarray(x).reshape(-1)
-    y = np.empty_like(x1) if out is None else out.reshape(-1)
+    direct = out is not None and out.flags.c_contiguous  # else out.reshape(-1) would be a copy
+    y = out.reshape(-1) if direct else np.empty_like(x1)
     dropout_kernel(x1, np.uint64(seed), threshold(p), np.float32(keep_scale(p)), y)
+    if out is not None and not direct:
+        out[...] = y.reshape(x.shape)
+        return out
     return y.reshape(x.shape)
 
 

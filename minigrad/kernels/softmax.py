@@ -12,7 +12,7 @@ from numba import njit, prange
 from . import dropout as kdropout
 from . import use_ref
 from .dropout import dropped, random_bits
-from .fastmath import fast_exp, fast_max
+from .fastmath import NAN_SAFE, fast_exp, fast_max
 
 
 def softmax_forward_ref(x, scale=1.0, mask=None):
@@ -29,22 +29,29 @@ def softmax_backward_ref(y, dy, scale=1.0):
     return dx * dx.dtype.type(scale) if scale != 1.0 else dx
 
 
-@njit(inline="always", fastmath=True, cache=True)
+@njit(inline="always", fastmath=NAN_SAFE, cache=True)
 def softmax_row(x, scale, mrow, y, seed, base, thresh, keep_scale, yd):
     """One row: y = softmax(x * scale + mrow), and when thresh > 0, yd = dropout(y) with element
     j drawing the dropout bits of flat index base + j. x may be y's own memory (in place).
 
-    z = x * scale + mrow; m = max(z)                  pass 1
-    y = fast_exp(z - m); s = sum(y)                   pass 2
+    y = z = x * scale + mrow; m = max(z)              pass 1
+    y = fast_exp(y - m); s = sum(y)                   pass 2
     y /= s; yd = y * keep_scale where kept, else 0    pass 3 (the row is still in L1)
+
+    z is stored, not recomputed in pass 2: recomputed, fast-math may regroup x * scale + mrow
+    - m as x * scale + (mrow - m), and for a row masked everywhere with float32's most negative
+    number (additive_mask's) mrow - m is 0, so the row came out as softmax(x * scale) where the
+    reference and torch give the uniform row.
     """
     t = x.shape[0]
     m = np.float32(-np.inf)
     for j in range(t):
-        m = fast_max(m, x[j] * scale + mrow[j])
+        z = x[j] * scale + mrow[j]
+        y[j] = z
+        m = fast_max(m, z)
     s = np.float32(0.0)
     for j in range(t):
-        e = fast_exp(x[j] * scale + mrow[j] - m)
+        e = fast_exp(y[j] - m)
         y[j] = e
         s += e
     inv = np.float32(1.0) / s
@@ -55,7 +62,7 @@ def softmax_row(x, scale, mrow, y, seed, base, thresh, keep_scale, yd):
             yd[j] = dropped(y[j], seed, base + j, thresh, keep_scale)
 
 
-@njit(inline="always", fastmath=True, cache=True)
+@njit(inline="always", fastmath=NAN_SAFE, cache=True)
 def softmax_backward_row(y, dy, scale, dx, seed, base, thresh, keep_scale, yd):
     """One row of the backward: dx = scale * y * (g - sum(g * y)), where g = dy, or when
     thresh > 0, g = dropout(dy) (dy is then the gradient of dropout(y)) and yd = dropout(y)
@@ -81,7 +88,7 @@ def softmax_backward_row(y, dy, scale, dx, seed, base, thresh, keep_scale, yd):
         dx[j] = scale * y[j] * (dx[j] - d)
 
 
-@njit(fastmath=True, parallel=True, cache=True)
+@njit(fastmath=NAN_SAFE, parallel=True, cache=True)
 def softmax_forward_kernel(x, scale, mask, mask_rows, y, seed, thresh, keep_scale, yd):
     """x (R, T) float32, mask (Rm, T) with row r using mask[r // mask_rows] -> y (R, T), and
     when thresh > 0 (dropout) yd (R, T) = dropout(y); yd may be x's own buffer.
@@ -101,7 +108,7 @@ def softmax_forward_kernel(x, scale, mask, mask_rows, y, seed, thresh, keep_scal
         softmax_row(x[r], scale, mask[r // mask_rows], y[r], seed, r * t, thresh, keep_scale, ydr)
 
 
-@njit(fastmath=True, parallel=True, cache=True)
+@njit(fastmath=NAN_SAFE, parallel=True, cache=True)
 def softmax_backward_kernel(y, dy, scale, dx, seed, thresh, keep_scale):
     """y, dy (R, T) float32 -> dx (R, T); when thresh > 0, dy is the gradient of dropout(y) and
     goes through the same dropout mask first.
@@ -173,6 +180,8 @@ def softmax_dropout_forward(x, scale, mask, p, seed, out=None):
     _check_mask(x, mask)
     yd = np.empty_like(x) if out is None else out
     y = _forward(x, scale, mask, p, seed, yd.reshape(-1, x.shape[-1]))
+    if p == 0.0:  # the kernel writes yd only when it drops something
+        yd[...] = y
     return y, yd
 
 

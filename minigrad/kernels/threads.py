@@ -3,7 +3,9 @@
 `MINIGRAD_NUM_THREADS` (default: the number of cores) is read once when minigrad is imported;
 `set_num_threads(n)` changes it later.
 
-- Numba: `numba.set_num_threads(n)` (at most the cores Numba started with).
+- Numba: `numba.set_num_threads(n)` (at most the cores Numba started with). Numba keeps this
+  per Python thread: a change made in one thread leaves the others (which start from the
+  import-time setting) as they were; `set_num_threads` in the thread that runs the model.
 - BLAS: OpenBLAS reads `OPENBLAS_NUM_THREADS` only when NumPy loads it, so the environment
   variable is set (if the user has not set it) only when NumPy is not imported yet, i.e. when
   minigrad is the first import. Later changes go through `threadpoolctl` when it is installed;

@@ -179,7 +179,8 @@ class CrossEntropy(Function):
         elif ctx.reduction == "sum":
             dlogits = dlogits * grad
         else:
-            dlogits = dlogits * (grad / grad.dtype.type(ctx.count))
+            # every target ignored: the loss is nan (0 / 0, as torch), the gradient zeros
+            dlogits = dlogits * (grad / grad.dtype.type(max(ctx.count, 1)))
         return dlogits.reshape(ctx.shape)
 
 
