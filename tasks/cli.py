@@ -40,6 +40,13 @@ class Task:
     init_head: callable = None  # (model, Encoded train) -> None: set up a fresh head from the data
 
 
+def _positive_int(value):
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return n
+
+
 def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAULT_LR):
     p = argparse.ArgumentParser(prog=f"python -m tasks.{task_name}",
                                 description=f"Fine-tune BERT for {task_name} with minigrad.")
@@ -49,7 +56,8 @@ def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAU
     data.add_argument("--train", help="your own training file")
     data.add_argument("--valid", help="your own validation file (needed with --train)")
     data.add_argument("--test", help="your own test file (optional)")
-    data.add_argument("--max-train", type=int, help="train on a seeded random subset of N examples")
+    data.add_argument("--max-train", type=_positive_int,
+                      help="train on a seeded random subset of N examples")
     data.add_argument("--max-length", type=int, help="tokens per example, truncated beyond (default 128)")
     m = p.add_argument_group("method")
     m.add_argument("--method", choices=("head", "lora", "full"), default="lora")
@@ -62,8 +70,8 @@ def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAU
                    help='comma-separated module names or suffixes, or "all-linear"')
     m.add_argument("--dropout", type=float, help="override the model's hidden and attention dropout")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=epochs)
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--epochs", type=_positive_int, default=epochs)
+    t.add_argument("--batch-size", type=_positive_int, default=16)
     t.add_argument("--lr", type=float, help=f"default per method: {lr_defaults}")
     t.add_argument("--warmup-ratio", type=float, default=0.1)
     t.add_argument("--weight-decay", type=float, default=0.01)

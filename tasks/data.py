@@ -223,16 +223,17 @@ def _label_order(labels):
     return sorted(labels)
 
 
-def read_classification_file(path):
+def read_classification_file(path, numeric=False):
     """A CSV (header with `text` and `label`, optional `text_pair`) or JSONL file (one object per
-    line with the same keys) -> list of Example with str labels."""
+    line with the same keys) -> list of Example with str labels (float scores when `numeric`).
+    A file has a `text_pair` on every row or on none."""
     path = pathlib.Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise ValueError(f"{path}: unknown format {suffix!r}; expected .csv or .jsonl")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    rows = _read_csv_rows(path) if suffix == ".csv" else _read_jsonl_rows(path)
+    rows = _decoded(path, _read_csv_rows if suffix == ".csv" else _read_jsonl_rows)
     examples = []
     for number, row in rows:
         text, label, pair = row.get("text"), row.get("label"), row.get("text_pair")
@@ -242,10 +243,40 @@ def read_classification_file(path):
             raise ValueError(f"{path}:{number}: empty or missing `label`")
         if pair is not None and not isinstance(pair, str):
             raise ValueError(f"{path}:{number}: `text_pair` must be a string")
-        examples.append(Example(text, str(label).strip(), pair or None))
+        has_pair = bool(pair)
+        if examples and has_pair != (examples[0].text_pair is not None):
+            raise ValueError(f"{path}:{number}: {'a' if has_pair else 'no'} `text_pair` here, "
+                             f"where line {rows[0][0]} has {'none' if has_pair else 'one'}: "
+                             "give every row a second text, or none")
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)  # JSON 1 and 1.0 are one class, as "1" is
+        if numeric:
+            try:
+                label = float(label)
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}:{number}: label {label!r} is not a number") from None
+        else:
+            label = str(label).strip()
+        examples.append(Example(text, label, pair or None))
     if not examples:
         raise ValueError(f"{path}: no examples (the file has a header or blank lines only)")
     return examples
+
+
+def _decoded(path, read):
+    """read(path), with a file that is not UTF-8 named, with its line, instead of a bare
+    UnicodeDecodeError."""
+    try:
+        return read(path)
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the "
+                             "file as UTF-8") from None
+        raise
 
 
 def _read_csv_rows(path):
@@ -285,16 +316,25 @@ def _read_jsonl_rows(path):
     return rows
 
 
-def load_classification_files(train, valid, test=None):
+def load_classification_files(train, valid, test=None, numeric=False):
     """The user's own splits -> Dataset; labels ordered from the training file, and valid/test
-    may only use labels seen in training."""
-    splits = [read_classification_file(p) if p is not None else None for p in (train, valid, test)]
+    may only use labels seen in training. With `numeric` (regression: similarity scores) the
+    labels are floats, any value goes, and label_names is empty. All files have text pairs, or
+    none has."""
+    splits = [read_classification_file(p, numeric) if p is not None else None
+              for p in (train, valid, test)]
+    paired = splits[0][0].text_pair is not None
+    for path, examples in ((valid, splits[1]), (test, splits[2])):
+        if examples is not None and (examples[0].text_pair is not None) != paired:
+            raise ValueError(f"{path}: {'no' if paired else 'a'} `text_pair` column, where the "
+                             f"training file {train} has {'one' if paired else 'none'}")
     train_labels = [e.label for e in splits[0]]
-    for name, path, examples in (("valid", valid, splits[1]), ("test", test, splits[2])):
-        if examples is not None:
-            check_labels(train_labels, [e.label for e in examples], f"{name} file {path}")
+    if not numeric:
+        for name, path, examples in (("valid", valid, splits[1]), ("test", test, splits[2])):
+            if examples is not None:
+                check_labels(train_labels, [e.label for e in examples], f"{name} file {path}")
     record = _given_record("user files", "given", (train, valid, test), splits)
-    return Dataset(*splits, label_names=_label_order(train_labels), record=record)
+    return Dataset(*splits, label_names=[] if numeric else _label_order(train_labels), record=record)
 
 
 _TAG = re.compile(r"O|[BI]-\S+")
@@ -307,8 +347,12 @@ def read_conll(path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    return _decoded(path, _read_conll)
+
+
+def _read_conll(path):
     sentences, tokens, tags = [], [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not a token
         for number, line in enumerate(f, 1):
             cols = line.split()
             if not cols or cols[0] == "-DOCSTART-":

@@ -1,6 +1,6 @@
 """The sentence-similarity command line (STS-benchmark):
 
-    python -m tasks.similarity --zero-shot [--split test|dev] [--out FILE] [--model DIR]
+    python -m tasks.similarity --zero-shot [--split test|dev] [--out FILE|DIR] [--model DIR]
     python -m tasks.similarity [--method head|lora|full] [--train FILE --valid FILE] ...
 
 `--zero-shot` scores each pair by the cosine of the two sentence embeddings, with no training,
@@ -9,6 +9,7 @@ and prints Spearman and Pearson x 100 against the gold ratings (the evaluation l
 a regression head (num_labels=1, mean-squared error) predicting the 0-5 score; your own files
 are CSV/JSONL with `text`, `text_pair` and a numeric `label`.
 """
+import os
 import sys
 
 import numpy as np
@@ -28,15 +29,10 @@ LR_DEFAULTS = dict(DEFAULT_LR, lora=1.5e-3)
 
 def load(args):
     if args.train:
-        data = datasets.load_classification_files(args.train, args.valid, args.test)
-        for split in (data.train, data.valid, data.test or []):
-            for i, e in enumerate(split):
-                try:
-                    split[i] = e._replace(label=float(e.label))
-                except ValueError:
-                    raise SystemExit(f"tasks.similarity: label {e.label!r} is not a number "
-                                     "(similarity needs numeric scores)") from None
-        data.label_names = []
+        data = datasets.load_classification_files(args.train, args.valid, args.test, numeric=True)
+        if data.train[0].text_pair is None:
+            raise SystemExit(f"tasks.similarity: {args.train} has no `text_pair` column (the "
+                             "second sentence of each pair)")
         return data
     return datasets.PRESETS[args.preset]()
 
@@ -82,9 +78,14 @@ def build_similarity_parser():
 
 
 def main(argv=None):
-    args = build_similarity_parser().parse_args(argv)
+    parser = build_similarity_parser()
+    args = parser.parse_args(argv)
     if not args.zero_shot:
         return run(TASK, finish_args(args, "similarity", LR_DEFAULTS))
+    if args.train or args.valid or args.test:
+        parser.error("--zero-shot scores STS-B's own pairs; it takes no --train/--valid/--test")
+    if args.out and os.path.isdir(args.out):  # --out names a folder elsewhere: write into it
+        args.out = os.path.join(args.out, "zero_shot.json")
     result = sts.zero_shot(args.model, args.split, args.out, max_length=args.max_length)
     print(f"STS-B {result['split']} ({result['pairs']} pairs, {result['mode']}, max_length "
           f"{result['max_length']}): Spearman {result['spearman']:.2f}  "

@@ -121,10 +121,10 @@ def test_split_record_holds_source_hash(tmp_path):
 
 def test_read_csv_with_pairs_bom_and_multiline(tmp_path):
     path = tmp_path / "train.csv"
-    path.write_text('\ufefftext,text_pair,label\n"line one\nline two",other,pos\nhi,,neg\n',
+    path.write_text('\ufefftext,text_pair,label\n"line one\nline two",other,pos\nhi,there,neg\n',
                     encoding="utf-8")
     assert data.read_classification_file(path) == [
-        data.Example("line one\nline two", "pos", "other"), data.Example("hi", "neg")]
+        data.Example("line one\nline two", "pos", "other"), data.Example("hi", "neg", "there")]
 
 
 def test_read_jsonl(tmp_path):
@@ -146,10 +146,14 @@ def test_read_jsonl(tmp_path):
     ("a.jsonl", '{"text": "a", "label": 1}\n{oops\n', "a.jsonl:2: invalid JSON"),
     ("a.jsonl", '["a", 1]\n', "a.jsonl:1: expected a JSON object"),
     ("a.txt", "x", "a.txt: unknown format '.txt'"),
+    ("a.csv", "text,text_pair,label\nok,yes,1\nhi,,0\n", "a.csv:3: no `text_pair` here, where line 2 has one"),
+    ("a.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "text_pair": "c", "label": 0}\n',
+     "a.jsonl:2: a `text_pair` here, where line 1 has none"),
+    ("a.csv", "text,label\nok,1\ncaf\xe9,0\n", "a.csv:3: not UTF-8 \\(byte 0xe9\\)"),
 ])
 def test_classification_file_errors_name_file_and_line(tmp_path, name, content, message):
     path = tmp_path / name
-    path.write_text(content)
+    path.write_text(content, encoding="latin-1")  # UTF-8 for all but the non-UTF-8 case
     with pytest.raises(ValueError, match=message):
         data.read_classification_file(path)
 
@@ -164,6 +168,21 @@ def test_load_classification_files_orders_and_checks_labels(tmp_path):
     with pytest.raises(ValueError, match=r"test file .*test.csv: label\(s\) \['3'\] never occur"):
         data.load_classification_files(tmp_path / "train.csv", tmp_path / "valid.jsonl",
                                         tmp_path / "test.csv")
+
+
+def test_labels_json_numbers_and_numeric_files(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 1.0}\n'
+                                          '{"text": "c", "label": "1"}\n')
+    assert {e.label for e in data.read_classification_file(tmp_path / "train.jsonl")} == {"1"}
+    (tmp_path / "train.csv").write_text("text,text_pair,label\na,b,4.5\nc,d,1\n")
+    (tmp_path / "valid.csv").write_text("text,text_pair,label\ne,f,2.25\n")  # a score training lacks
+    d = data.load_classification_files(tmp_path / "train.csv", tmp_path / "valid.csv", numeric=True)
+    assert [e.label for e in d.train] == [4.5, 1.0] and d.valid[0].label == 2.25
+    assert d.label_names == []
+    (tmp_path / "single.csv").write_text("text,label\ne,1\n")
+    with pytest.raises(ValueError, match=r"single.csv: no `text_pair` column, where the training "
+                                         r"file .*train.csv has one"):
+        data.load_classification_files(tmp_path / "train.csv", tmp_path / "single.csv")
 
 
 def test_check_labels():
@@ -208,6 +227,15 @@ def test_conll_errors_name_file_and_line(tmp_path, content, message):
     path = tmp_path / "bad.conll"
     path.write_text(content)
     with pytest.raises(ValueError, match="bad.conll" + message.replace("(", r"\(")):
+        data.read_conll(path)
+
+
+def test_conll_with_a_byte_order_mark_or_not_utf8(tmp_path):
+    path = tmp_path / "bom.conll"
+    path.write_text("\ufeffEU B-ORG\nrejects O\n", encoding="utf-8")
+    assert data.read_conll(path) == [data.Sentence(["EU", "rejects"], ["B-ORG", "O"])]
+    path.write_bytes("EU B-ORG\ncaf\xe9 O\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"bom.conll:2: not UTF-8"):
         data.read_conll(path)
 
 

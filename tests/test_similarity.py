@@ -29,7 +29,8 @@ def write_csv(path, rows):
 
 def test_fine_tune_on_own_pairs(tmp_path):
     train = write_csv(tmp_path / "train.csv", PAIRS * 4)
-    valid = write_csv(tmp_path / "valid.csv", PAIRS)
+    # scores are continuous: the validation file's need not occur in the training file
+    valid = write_csv(tmp_path / "valid.csv", [(a, b, score + 0.1) for a, b, score in PAIRS])
     out = tmp_path / "out"
     result = similarity.main(["--train", train, "--valid", valid, "--epochs", "1", "--lr", "1e-3",
                               "--max-length", "32", "--quiet", "--out", str(out)])
@@ -55,8 +56,17 @@ def test_evaluate_is_spearman_and_pearson_times_100():
 def test_non_numeric_score_is_refused(tmp_path):
     train = write_csv(tmp_path / "train.csv", PAIRS + [("a", "b", "high")])
     valid = write_csv(tmp_path / "valid.csv", PAIRS)
-    with pytest.raises(SystemExit, match="label 'high' is not a number"):
+    with pytest.raises(ValueError, match=r"train.csv:6: label 'high' is not a number"):
         similarity.main(["--train", train, "--valid", valid, "--out", str(tmp_path / "out")])
+
+
+def test_zero_shot_refuses_training_files(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        similarity.main(["--zero-shot", "--train", write_csv(tmp_path / "t.csv", PAIRS)])
+    assert "takes no --train" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        similarity.main(["--max-train", "0"])
+    assert "--max-train: 0 is not a positive integer" in capsys.readouterr().err
 
 
 def test_a_new_regression_head_starts_at_the_mean_score():
