@@ -161,18 +161,20 @@ def run(task, args):
                                            if isinstance(v, float)))
     text = "\n".join(reports)
     print(text)
-    save_outputs(model, args, task, data.label_names, results, text)
+    paired = getattr(data.train[0], "text_pair", None) is not None  # NER sentences have none
+    save_outputs(model, args, task, data.label_names, results, text, paired)
     results["wall_seconds"] = time.perf_counter() - t_start
     atomic_write_json(os.path.join(args.out, "metrics.json"), results)
     return results
 
 
-def save_outputs(model, args, task, label_names, results, report_text):
-    """report.txt, the adapter (LoRA) or model folder (head/full), and a loss-curve PNG."""
+def save_outputs(model, args, task, label_names, results, report_text, paired=False):
+    """report.txt, the adapter (LoRA) or model folder (head/full), and a loss-curve PNG.
+    task.json says whether the model reads text pairs (tasks.predict then wants two texts)."""
     with open(os.path.join(args.out, "report.txt"), "w", encoding="utf-8") as f:
         f.write(report_text)
     info = {"task": task.name, "label_names": label_names, "max_length": args.max_length,
-            "method": args.method, "base_model": args.model}
+            "method": args.method, "base_model": args.model, "text_pair": paired}
     if args.method == "lora":
         folder = os.path.join(args.out, "adapter")
         lora.save_adapter(model, folder, base_model_name_or_path=args.model)

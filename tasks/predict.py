@@ -3,7 +3,9 @@
 
 DIR is what a training run saved: `runs/.../adapter` (LoRA: adapter weights on top of the base
 model named in it) or `runs/.../model` (head-only or full: a complete model folder). Prints each
-text's label with its probability, or for NER the tagged entities.
+text's label with its probability (or its score, for similarity), or for NER the tagged
+entities. A model trained on text pairs takes each pair as one argument or line,
+"first<TAB>second".
 """
 import argparse
 import json
@@ -67,7 +69,15 @@ def predict(model, tokenizer, info, texts):
                 spans = [f"[{' '.join(w[s:e])}]/{kind}" for kind, s, e in ner_spans(tags)]
                 lines.append(" ".join(spans) if spans else "(no entities)")
             return lines
-        enc = tokenizer.encode(texts, max_length=info["max_length"])
+        pairs = None
+        if info.get("text_pair"):  # trained on pairs: each text is "first<TAB>second"
+            split = [t.split("\t", 1) for t in texts]
+            bad = [t for t, parts in zip(texts, split) if len(parts) != 2]
+            if bad:
+                raise SystemExit(f"tasks.predict: this model reads text pairs; give each as "
+                                 f"\"first<TAB>second\" (no tab in {bad[0]!r})")
+            texts, pairs = [a for a, _ in split], [b for _, b in split]
+        enc = tokenizer.encode(texts, pairs, max_length=info["max_length"])
         logits = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).logits.data
     if not names:  # regression (STS-B style scores)
         return [f"{v:.3f}" for v in logits[:, 0]]

@@ -98,3 +98,20 @@ def test_folder_missing_a_file_names_it(tmp_path, method, remove):
     kind = "LoRA adapter" if method == "lora" else "model"
     with pytest.raises(SystemExit, match=f"is a {kind} folder .* has no {remove}"):
         predict.main(["--adapter", str(folder), "text"])
+
+
+def test_a_pair_model_takes_tab_separated_pairs(tmp_path, capsys):
+    model = lora.apply_lora(BertForSequenceClassification.from_pretrained(MODEL, num_labels=1),
+                            lora.LoraConfig())
+    _randomise(model, 2)
+    folder = tmp_path / "adapter"
+    lora.save_adapter(model, folder, base_model_name_or_path=MODEL)
+    atomic_write_json(folder / "task.json", {"task": "similarity", "label_names": [], "max_length": 64,
+                                             "method": "lora", "base_model": MODEL, "text_pair": True})
+    predict.main(["--adapter", str(folder), f"{TEXTS[0]}\t{TEXTS[1]}"])
+    enc = Tokenizer.from_folder(MODEL).encode([TEXTS[0]], [TEXTS[1]], max_length=64)
+    with minigrad.no_grad():
+        score = model.eval()(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).logits.data
+    assert capsys.readouterr().out.split("\t")[0] == f"{score[0, 0]:.3f}"
+    with pytest.raises(SystemExit, match="reads text pairs.*no tab in 'just one'"):
+        predict.main(["--adapter", str(folder), "just one"])
