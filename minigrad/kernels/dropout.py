@@ -147,14 +147,14 @@ def dropout(x, p, seed, out=None):
     draws the identical mask."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p={p} is not a probability")
+    if out is not None and out.shape != x.shape:
+        raise ValueError(f"dropout: out {out.shape} is not x's shape {x.shape}")
     if use_ref() or x.dtype != np.float32:
         y = dropout_ref(x, p, seed)
         if out is None:
             return y
         out[...] = y
         return out
-    if out is not None and out.shape != x.shape:
-        raise ValueError(f"dropout: out {out.shape} is not x's shape {x.shape}")
     x1 = np.ascontiguousarray(x).reshape(-1)
     direct = out is not None and out.flags.c_contiguous  # else out.reshape(-1) would be a copy
     y = out.reshape(-1) if direct else np.empty_like(x1)
