@@ -69,8 +69,8 @@ def _pair(op, a, b, broadcast=True):
 
 
 def _dim(op, dim, ndim):
-    """A dim in [-ndim, ndim) as a non-negative int."""
-    if not -ndim <= dim < builtins.max(ndim, 1):
+    """A dim in [-ndim, ndim) as a non-negative int (a 0-d tensor takes 0 and -1, as torch's)."""
+    if not -builtins.max(ndim, 1) <= dim < builtins.max(ndim, 1):
         raise IndexError(f"{op}: dim {dim} out of range for a tensor with {ndim} dims")
     return dim % builtins.max(ndim, 1)
 
@@ -81,7 +81,8 @@ def _axes(op, dim, axis, ndim):
     if d is None:
         return None
     d = (d,) if isinstance(d, (int, np.integer)) else d
-    return tuple(sorted(_dim(op, int(a), ndim) for a in d))
+    axes = tuple(sorted(_dim(op, int(a), ndim) for a in d))
+    return None if ndim == 0 else axes  # a 0-d tensor takes dim 0 or -1, as in torch: all of it
 
 
 def _int_array(op, what, x):

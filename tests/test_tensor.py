@@ -263,6 +263,14 @@ def test_mean_and_var_over_empty_or_single_elements():
     assert mg.tensor([1.0, 2.0, 3.0, 4.0]).var(unbiased=False).item() == pytest.approx(1.25)
 
 
+def test_a_0d_tensor_reduces_over_dim_0_or_minus_1():
+    x = mg.tensor(3.0, requires_grad=True)
+    (x.sum(0) + x.sum(-1) + x.mean(0) + x.max(-1)).backward()
+    assert x.grad == 4.0
+    with pytest.raises(IndexError, match="sum: dim 1 out of range for a tensor with 0 dims"):
+        x.sum(1)
+
+
 def test_constants_take_the_tensor_dtype():
     x = mg.randn(3)
     for y in (x + 1, 2.0 * x, x / np.float64(3.0), x - np.ones(3), np.ones(3) * x, x ** 2, 1.0 / x):
