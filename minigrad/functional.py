@@ -210,7 +210,7 @@ def var(x, dim=None, keepdim=False, unbiased=True, axis=None):
     default) or by n. Like torch, nan where that divisor is 0."""
     _check_float("var", x)
     axes = _axes("var", dim, axis, x.ndim)
-    n = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
+    n = red.reduced_size(x.shape, axes)
     d = x - mean(x, axes, keepdim=True)
     divisor = n - 1 if unbiased else n
     return sum(d * d, axes, keepdim) * (1.0 / divisor if divisor > 0 else float("nan"))

@@ -17,6 +17,12 @@ def expand_reduced(grad, shape, axis, keepdims):
     return np.broadcast_to(grad, shape)
 
 
+def reduced_size(shape, axis):
+    """How many elements each result of a reduction over `axis` (None: all) is made of."""
+    axes = range(len(shape)) if axis is None else np.atleast_1d(axis)
+    return int(np.prod([shape[a] for a in axes]))
+
+
 @register
 class Sum(Function):
     @staticmethod
@@ -34,16 +40,14 @@ class Mean(Function):
     @staticmethod
     def forward(ctx, x, axis=None, keepdims=False):
         ctx.shape, ctx.axis, ctx.keepdims = x.shape, axis, keepdims
-        # the number of elements each mean is over, from the reduced axes (x.size // out.size
-        # would be 0 / 0 for an empty x)
-        axes = range(x.ndim) if axis is None else np.atleast_1d(axis)
-        ctx.count = int(np.prod([x.shape[a] for a in axes]))
+        # from the reduced axes: x.size // out.size would be 0 / 0 for an empty x
+        ctx.count = reduced_size(x.shape, axis)
         return np.asarray(x.mean(axis=axis, keepdims=keepdims))
 
     @staticmethod
     def backward(ctx, grad):
         dx = expand_reduced(grad, ctx.shape, ctx.axis, ctx.keepdims)
-        return dx / grad.dtype.type(ctx.count) if ctx.count else dx
+        return dx / grad.dtype.type(ctx.count)  # count 0: x and dx are empty
 
 
 @register
