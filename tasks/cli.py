@@ -47,6 +47,13 @@ def _positive_int(value):
     return n
 
 
+def _non_negative_float(value):
+    x = float(value)
+    if not x >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value} is not a number >= 0")
+    return x
+
+
 def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAULT_LR):
     p = argparse.ArgumentParser(prog=f"python -m tasks.{task_name}",
                                 description=f"Fine-tune BERT for {task_name} with minigrad.")
@@ -75,7 +82,8 @@ def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAU
     t.add_argument("--lr", type=float, help=f"default per method: {lr_defaults}")
     t.add_argument("--warmup-ratio", type=float, default=0.1)
     t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--max-grad-norm", type=float, default=1.0)
+    t.add_argument("--max-grad-norm", type=_non_negative_float, default=1.0,
+                   help="clip the global gradient norm to this (0: no clipping)")
     t.add_argument("--patience", type=int, default=2, help="stop after N epochs without improvement")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="output folder (default runs/<task>-<method>)")

@@ -94,7 +94,8 @@ class Trainer:
                                      f"(epoch {self.state['epoch']}); {self.locate_nonfinite(index)}; "
                                      "lower --lr or check the data")
         loss.backward()
-        optim.clip_grad_norm_(self.params, self.args.max_grad_norm)
+        if self.args.max_grad_norm > 0:  # 0 turns clipping off, as in Hugging Face's Trainer
+            optim.clip_grad_norm_(self.params, self.args.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()

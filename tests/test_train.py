@@ -355,3 +355,26 @@ def test_non_finite_loss_names_the_step(tmp_path, one_thread):
     trainer.model.classifier.weight.data[0, 0] = np.inf
     with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step 3 \(epoch 0\)"):
         trainer.train_step(batches[3])
+
+
+# ---- gradient clipping --------------------------------------------------------------------------
+def test_max_grad_norm_zero_turns_clipping_off(tmp_path, one_thread, capsys):
+    """--max-grad-norm 0 means no clipping, as in Hugging Face's Trainer (clip_grad_norm_ with 0
+    would scale every gradient to zero and nothing would learn); a negative one is refused (it
+    would flip the gradients' sign)."""
+    from tasks.cli import build_parser
+    weights = {}
+    for norm in (0.0, 1e9):  # 1e9: a ball no gradient reaches, so clipping changes nothing
+        trainer = tiny_trainer(tmp_path / str(norm), max_grad_norm=norm)
+        for _ in range(2):  # the first step runs at the warmup's lr 0
+            trainer.train_step(np.arange(8))
+        weights[norm] = trainable_state(trainer.model)
+    for name, w in weights[0.0].items():
+        np.testing.assert_array_equal(w, weights[1e9][name])
+    assert any(np.abs(w).max() > 0 for n, w in weights[0.0].items() if "lora_B" in n)
+    parser = build_parser("classify", ("x",), "x")
+    assert parser.parse_args(["--max-grad-norm", "0"]).max_grad_norm == 0.0
+    for bad in ("-1", "nan"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--max-grad-norm", bad])
+        assert f"{bad} is not a number >= 0" in capsys.readouterr().err
