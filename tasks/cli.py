@@ -84,7 +84,7 @@ def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAU
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--max-grad-norm", type=_non_negative_float, default=1.0,
                    help="clip the global gradient norm to this (0: no clipping)")
-    t.add_argument("--patience", type=int, default=2, help="stop after N epochs without improvement")
+    t.add_argument("--patience", type=_positive_int, default=2, help="stop after N epochs without improvement")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="output folder (default runs/<task>-<method>)")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")

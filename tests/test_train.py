@@ -378,3 +378,14 @@ def test_max_grad_norm_zero_turns_clipping_off(tmp_path, one_thread, capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["--max-grad-norm", bad])
         assert f"{bad} is not a number >= 0" in capsys.readouterr().err
+
+
+def test_patience_must_be_positive(capsys):
+    """--patience 0 trained no epoch, then fit() loaded best.safetensors: missing, or a previous
+    run's left in --out, whose test metrics were then reported as this run's."""
+    from tasks.cli import build_parser
+    parser = build_parser("classify", ("x",), "x")
+    assert parser.parse_args(["--patience", "1"]).patience == 1
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--patience", "0"])
+    assert "--patience: 0 is not a positive integer" in capsys.readouterr().err
