@@ -54,6 +54,13 @@ def _non_negative_float(value):
     return x
 
 
+def _fraction(value):
+    x = float(value)
+    if not 0 <= x <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value} is not a fraction between 0 and 1")
+    return x
+
+
 def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAULT_LR):
     p = argparse.ArgumentParser(prog=f"python -m tasks.{task_name}",
                                 description=f"Fine-tune BERT for {task_name} with minigrad.")
@@ -80,7 +87,8 @@ def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAU
     t.add_argument("--epochs", type=_positive_int, default=epochs)
     t.add_argument("--batch-size", type=_positive_int, default=16)
     t.add_argument("--lr", type=float, help=f"default per method: {lr_defaults}")
-    t.add_argument("--warmup-ratio", type=float, default=0.1)
+    t.add_argument("--warmup-ratio", type=_fraction, default=0.1,
+                   help="fraction of the steps over which lr rises from 0 (0 to 1)")
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--max-grad-norm", type=_non_negative_float, default=1.0,
                    help="clip the global gradient norm to this (0: no clipping)")

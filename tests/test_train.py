@@ -389,3 +389,21 @@ def test_patience_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--patience", "0"])
     assert "--patience: 0 is not a positive integer" in capsys.readouterr().err
+
+
+def test_warmup_steps_round_up_as_hugging_face(tmp_path, capsys):
+    """warmup_ratio x total steps is rounded up, as transformers' TrainingArguments.get_warmup_steps
+    (math.ceil): 64 examples / batch 8 x 3 epochs = 24 steps, 0.2 of them 4.8 -> 5 warmup steps,
+    so the lr peaks at step 5, not 4."""
+    from tasks.cli import build_parser
+    trainer = tiny_trainer(tmp_path, warmup_ratio=0.2)
+    lrs = []
+    for _ in range(6):
+        lrs.append(trainer.scheduler.get_last_lr()[0])
+        trainer.scheduler.step()
+    np.testing.assert_allclose(lrs, [3e-3 * k / 5 for k in range(5)] + [3e-3])
+    parser = build_parser("classify", ("x",), "x")
+    for bad in ("-0.1", "1.5", "nan"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--warmup-ratio", bad])
+        assert f"{bad} is not a fraction between 0 and 1" in capsys.readouterr().err
