@@ -167,6 +167,13 @@ def test_pearson_hand_worked():
     assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     with pytest.warns(UserWarning, match="constant"):
         assert math.isnan(pearson([1, 1, 1], [1, 2, 3]))
+    # the mean of three 0.1 is 0.10000000000000002: a constant input whose deviations are not 0
+    # (it gave 1.2e-16 and 0.0)
+    for y in ([1, 2, 4], [1, 2, 3]):
+        with pytest.warns(UserWarning, match="constant"):
+            assert math.isnan(pearson([0.1] * 3, y))
+        with pytest.warns(UserWarning, match="constant"):
+            assert math.isnan(pearson(y, [0.1] * 3))
     with pytest.raises(ValueError, match="at least 2 finite"):
         pearson([1.0, np.nan], [1.0, 2.0])
 
