@@ -1,7 +1,8 @@
 """Evaluation metrics for the tasks, in plain NumPy (no scikit-learn, seqeval or scipy needed).
 
 - classification: `accuracy`, `confusion_matrix`, `classification_report` (the table of
-  scikit-learn's function of the same name, and the same numbers as a dict);
+  scikit-learn's function of the same name, and the same numbers as a dict; a class found in
+  neither the targets nor the predictions is left out of it and of macro F1, as there);
 - NER: `ner_spans`, `ner_f1`, `ner_report` with STRICT IOB2 entity matching: an entity is a B-X
   followed by any I-X of the same type; a predicted entity counts only if its type, start and end
   all equal a gold entity's. An I-X that does not continue an entity of type X is invalid and
@@ -95,16 +96,21 @@ def classification_report(y_true, y_pred, label_names, digits=2):
     """(N,) int true and predicted classes, K class names -> (text, dict).
 
     dict: {name: {precision, recall, f1-score, support}} per class, "accuracy": float, and
-    "macro avg" / "weighted avg" rows, the keys of scikit-learn's `output_dict=True`."""
+    "macro avg" / "weighted avg" rows, the keys of scikit-learn's `output_dict=True`.
+
+    A class that is neither in y_true nor in y_pred has no row and does not enter the macro
+    average, as in scikit-learn's default (its labels are those found in either): its precision
+    and recall are 0/0, and counting it as 0 would lower macro F1 for a class the split simply
+    lacks (a small validation set without TREC's rare ABBR questions), whatever the model does."""
     matrix = confusion_matrix(y_true, y_pred, len(label_names))
     tp = np.diag(matrix)
-    rows = {name: _prf(tp[k], matrix[:, k].sum(), matrix[k].sum())
-            for k, name in enumerate(label_names)}
+    present = [k for k in range(len(label_names)) if matrix[k].sum() or matrix[:, k].sum()]
+    rows = {label_names[k]: _prf(tp[k], matrix[:, k].sum(), matrix[k].sum()) for k in present}
     per_class = list(rows.values())
     acc = accuracy(y_true, y_pred)
     rows.update(_averages(per_class))
     text = _format_table(rows, digits, accuracy_row=(acc, int(matrix.sum())))
-    report = {name: rows[name] for name in label_names}
+    report = {label_names[k]: rows[label_names[k]] for k in present}
     report["accuracy"] = acc
     report["macro avg"], report["weighted avg"] = rows["macro avg"], rows["weighted avg"]
     return text, report

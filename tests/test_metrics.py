@@ -55,6 +55,30 @@ def test_classification_report_matches_sklearn_layout_and_numbers():
     assert report["weighted avg"]["support"] == 5
 
 
+def test_macro_average_leaves_out_classes_absent_from_targets_and_predictions():
+    """Class "c" is in neither y_true nor y_pred: no row, not in the macro average (scikit-learn's
+    default, whose labels are those found in either). It counted as 0 and gave macro F1 4/9."""
+    text, report = classification_report([0, 0, 1], [0, 1, 1], ["a", "b", "c"])
+    # a: p 1/1, r 1/2, f1 2/3; b: p 1/2, r 1/1, f1 2/3
+    assert list(report) == ["a", "b", "accuracy", "macro avg", "weighted avg"]
+    assert report["macro avg"] == pytest.approx({"precision": 0.75, "recall": 0.75,
+                                                 "f1-score": 2 / 3, "support": 3})
+    assert text == """\
+              precision    recall  f1-score   support
+
+           a       1.00      0.50      0.67         2
+           b       0.50      1.00      0.67         1
+
+    accuracy                           0.67         3
+   macro avg       0.75      0.75      0.67         3
+weighted avg       0.83      0.67      0.67         3
+"""
+    # a class only predicted, or only in the targets, is present: its F1 of 0 counts
+    _, report = classification_report([0, 0], [0, 2], ["a", "b", "c"])
+    assert list(report)[:2] == ["a", "c"]
+    assert report["macro avg"]["f1-score"] == pytest.approx((2 / 3 + 0) / 2)
+
+
 def test_classification_report_against_sklearn_when_installed():
     metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(0)
