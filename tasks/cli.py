@@ -47,6 +47,13 @@ def _positive_int(value):
     return n
 
 
+def _non_negative_int(value):
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not an integer >= 0")
+    return n
+
+
 def _non_negative_float(value):
     x = float(value)
     if not x >= 0:  # also refuses nan
@@ -72,7 +79,7 @@ def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAU
     data.add_argument("--test", help="your own test file (optional)")
     data.add_argument("--max-train", type=_positive_int,
                       help="train on a seeded random subset of N examples")
-    data.add_argument("--max-length", type=int, help="tokens per example, truncated beyond (default 128)")
+    data.add_argument("--max-length", type=_positive_int, help="tokens per example, truncated beyond (default 128)")
     m = p.add_argument_group("method")
     m.add_argument("--method", choices=("head", "lora", "full"), default="lora")
     m.add_argument("--model", help="a BERT folder (config.json, model.safetensors, tokenizer.json); "
@@ -86,14 +93,14 @@ def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAU
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=_positive_int, default=epochs)
     t.add_argument("--batch-size", type=_positive_int, default=16)
-    t.add_argument("--lr", type=float, help=f"default per method: {lr_defaults}")
+    t.add_argument("--lr", type=_non_negative_float, help=f"default per method: {lr_defaults}")
     t.add_argument("--warmup-ratio", type=_fraction, default=0.1,
                    help="fraction of the steps over which lr rises from 0 (0 to 1)")
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--max-grad-norm", type=_non_negative_float, default=1.0,
                    help="clip the global gradient norm to this (0: no clipping)")
     t.add_argument("--patience", type=_positive_int, default=2, help="stop after N epochs without improvement")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_non_negative_int, default=0)
     t.add_argument("--out", default=None, help="output folder (default runs/<task>-<method>)")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -103,7 +110,7 @@ def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAU
 def finish_args(args, task_name, lr_defaults=DEFAULT_LR):
     if args.train and not args.valid:
         raise SystemExit(f"tasks.{task_name}: --train needs --valid as well")
-    args.lr = args.lr or lr_defaults[args.method]
+    args.lr = lr_defaults[args.method] if args.lr is None else args.lr  # --lr 0 is 0
     args.max_length = args.max_length or 128
     args.out = args.out or os.path.join("runs", f"{task_name}-{args.method}")
     args.model = str(args.model or default_model_dir())

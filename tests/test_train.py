@@ -407,3 +407,19 @@ def test_warmup_steps_round_up_as_hugging_face(tmp_path, capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["--warmup-ratio", bad])
         assert f"{bad} is not a fraction between 0 and 1" in capsys.readouterr().err
+
+
+def test_command_line_numbers_are_checked(capsys):
+    """--lr 0 and --max-length 0 were replaced by the defaults (`or`); a negative --lr was taken
+    (gradient ascent), a negative --seed failed in the seeding with no option named."""
+    from tasks.cli import build_parser, finish_args
+    parser = build_parser("classify", ("x",), "x")
+    args = finish_args(parser.parse_args(["--lr", "0", "--seed", "0"]), "classify")
+    assert args.lr == 0.0 and args.max_length == 128
+    assert finish_args(parser.parse_args([]), "classify").lr == 5e-4  # the LoRA default
+    for option, bad, message in (("--lr", "-1", "-1 is not a number >= 0"),
+                                 ("--max-length", "0", "0 is not a positive integer"),
+                                 ("--seed", "-1", "-1 is not an integer >= 0")):
+        with pytest.raises(SystemExit):
+            parser.parse_args([option, bad])
+        assert f"{option}: {message}" in capsys.readouterr().err
