@@ -228,8 +228,11 @@ class Trainer:
             print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, valid "
                   + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)),
                   file=sys.stderr)
-            if self.state["best"] is None or metrics[self.metric] > self.state["best"]:
-                self.state.update(best=metrics[self.metric], best_epoch=epoch + 1, bad_epochs=0)
+            value, best = metrics[self.metric], self.state["best"]
+            # nan (a correlation of constant predictions) is below any number; nan > x is False,
+            # so a nan first epoch would otherwise stay the best whatever came after it
+            if best is None or value > best or (math.isnan(best) and not math.isnan(value)):
+                self.state.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
                 save_checkpoint(os.path.join(self.out_dir, BEST), {"weights": trainable_state(self.model)})
             else:
                 self.state["bad_epochs"] += 1

@@ -423,3 +423,14 @@ def test_command_line_numbers_are_checked(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args([option, bad])
         assert f"{option}: {message}" in capsys.readouterr().err
+
+
+def test_a_nan_metric_is_not_kept_as_the_best(tmp_path, one_thread):
+    """Spearman is nan when every prediction is equal. A nan first epoch stayed the best (nan > x
+    is False): the better epochs after it counted as bad ones, training stopped at patience and
+    the first epoch's weights were restored."""
+    values = iter([float("nan"), 0.5, 0.6, 0.4])
+    trainer = tiny_trainer(tmp_path, n_train=16, epochs=4, patience=2)
+    trainer.evaluate_fn = lambda logits, data: {"accuracy": next(values)}
+    state = trainer.fit()
+    assert (state["best"], state["best_epoch"], state["epoch"]) == (0.6, 3, 4)
