@@ -49,6 +49,11 @@ def sample(rng, n, seq_len, exclude=None):
     """n random digit sequences (n, T) int64, none of whose ids are in `exclude`."""
     x = rng.integers(0, NUM_DIGITS, size=(n, seq_len), dtype=np.int64)
     if exclude is not None:
+        space = NUM_DIGITS ** seq_len  # a Python int: no overflow (the first test skips unique)
+        if space <= len(exclude) and len(np.unique(exclude)) >= space:
+            raise ValueError(f"toy: the held-out set holds all {space} sequences of length "
+                             f"{seq_len}, leaving none to train on; lower --eval-size or raise "
+                             "--seq-len")
         # Redraw the rare collisions with the held-out set instead of dropping them, so every
         # batch keeps its size.
         while (clash := np.isin(sequence_ids(x), exclude)).any():

@@ -51,6 +51,10 @@ def test_targets_and_held_out_split():
     assert len(np.unique(held_out)) > 90
     train = toy.sample(rng, 1000, 2, exclude=held_out)
     assert train.shape == (1000, 2) and not np.isin(toy.sequence_ids(train), held_out).any()
+    # all 10 one-digit sequences held out: sample redrew forever (`--seq-len 1` hung)
+    held_out = toy.sequence_ids(np.arange(10).reshape(10, 1))
+    with pytest.raises(ValueError, match="holds all 10 sequences of length 1"):
+        toy.sample(rng, 4, 1, exclude=np.r_[held_out, held_out])
 
 
 def test_transformer_shapes_and_padding():
