@@ -144,6 +144,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="print only the final result")
     args = p.parse_args(argv)
+    for name in ("seq_len", "steps", "batch_size", "hidden_size", "num_layers", "num_heads",
+                 "eval_size", "log_every"):
+        # 0 gave a nan loss (--batch-size, --steps) or a ZeroDivisionError (--eval-size, --log-every)
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
     _, result = train(**{k: v for k, v in vars(args).items() if k != "quiet"}, quiet=args.quiet)
     if args.quiet:
         print(f"{result['task']}: {result['steps']} steps in {result['seconds']:.1f}s, train loss "

@@ -57,6 +57,15 @@ def test_targets_and_held_out_split():
         toy.sample(rng, 4, 1, exclude=np.r_[held_out, held_out])
 
 
+@pytest.mark.parametrize("option", ["--steps", "--batch-size", "--eval-size", "--log-every"])
+def test_command_line_refuses_zero_sizes(option, capsys):
+    """0 trained on empty batches with a nan loss (--batch-size), averaged no losses (--steps),
+    or divided by zero (--eval-size, --log-every)."""
+    with pytest.raises(SystemExit):
+        toy.main([option, "0", "--quiet"])
+    assert f"{option} must be a positive integer, got 0" in capsys.readouterr().err
+
+
 def test_transformer_shapes_and_padding():
     for norm_first in (True, False):
         model = Transformer(TransformerConfig(vocab_size=12, num_labels=5, max_len=6,
