@@ -41,6 +41,7 @@ from minigrad.profiler import (attention_backward_products, best_seconds, forwar
                                lora_products, median_seconds)
 from models.bert import default_model_dir
 from models.bert_tasks import BertForSequenceClassification
+from tasks.cli import _positive_int
 from tasks.train import prepare_model
 
 PRODUCTS = ("Linear", "MatMul", "ScaledDotProductAttention", "LoraLinear")
@@ -355,12 +356,12 @@ def main(argv=None):
     p.add_argument("--r", type=int, default=8)
     p.add_argument("--alpha", type=float, default=16)
     p.add_argument("--target-modules", default="query,value")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--num-labels", type=int, default=2)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--max-length", type=_positive_int, default=128)
+    p.add_argument("--num-labels", type=_positive_int, default=2)
     p.add_argument("--model", help="a BERT folder (default: the bundled all-MiniLM-L6-v2)")
     p.add_argument("--measure", action="store_true", help="then run a few real AdamW steps")
-    p.add_argument("--steps", type=int, default=3, help="steps timed by --measure (after one warm-up)")
+    p.add_argument("--steps", type=_positive_int, default=3, help="steps timed by --measure (after one warm-up)")
     args = p.parse_args(argv)
     minigrad.manual_seed(0)
     model = build_model(str(args.model or default_model_dir()), args.method, args.num_labels,

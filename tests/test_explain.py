@@ -112,3 +112,12 @@ def test_command_end_to_end(tmp_path, capsys):
     assert "trainable" in out and "AdamW state" in out
     assert "| encoder |" in out and "predicted" in out
     assert "measured" in out and "peak memory" in out
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--max-length", "--num-labels", "--steps"])
+def test_command_refuses_zero_sizes(option, capsys):
+    """--batch-size 0 ended in a ZeroDivisionError, --max-length 0 in NumPy's "zero-size array to
+    reduction operation", after loading the model; now the parser names the option."""
+    with pytest.raises(SystemExit):
+        explain.main([option, "0"])
+    assert f"{option}: 0 is not a positive integer" in capsys.readouterr().err
