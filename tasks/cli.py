@@ -110,6 +110,9 @@ def build_parser(task_name, presets, default_preset, epochs=3, lr_defaults=DEFAU
 def finish_args(args, task_name, lr_defaults=DEFAULT_LR):
     if args.train and not args.valid:
         raise SystemExit(f"tasks.{task_name}: --train needs --valid as well")
+    if not args.train and (args.valid or args.test):  # else the preset's splits, files unread
+        raise SystemExit(f"tasks.{task_name}: --valid and --test go with --train; without it "
+                         f"the preset {args.preset!r} gives every split")
     args.lr = lr_defaults[args.method] if args.lr is None else args.lr  # --lr 0 is 0
     args.max_length = args.max_length or 128
     args.out = args.out or os.path.join("runs", f"{task_name}-{args.method}")

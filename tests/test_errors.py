@@ -393,6 +393,15 @@ def test_train_file_without_valid_file():
         cli.finish_args(args, "classify")
 
 
+def test_valid_or_test_file_without_train_file():
+    """They were ignored: the run trained and was scored on the preset, not on the user's files."""
+    parser = cli.build_parser("classify", ("rotten_tomatoes",), "rotten_tomatoes")
+    for files in (["--valid", "v.csv"], ["--test", "t.csv"]):
+        with pytest.raises(SystemExit, match=r"tasks.classify: --valid and --test go with --train; "
+                                             r"without it the preset 'rotten_tomatoes' gives"):
+            cli.finish_args(parser.parse_args(files), "classify")
+
+
 def test_unknown_training_method():
     with pytest.raises(ValueError, match=r"unknown method 'prefix': expected head, lora or full"):
         prepare_model(BertForSequenceClassification(tiny_config(), num_labels=2), "prefix")
