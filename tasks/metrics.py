@@ -209,6 +209,11 @@ def rankdata(x):
 
 
 def spearman(x, y):
-    """Spearman's rank correlation: Pearson's on the tie-averaged ranks."""
+    """Spearman's rank correlation: Pearson's on the tie-averaged ranks. nan has no rank and is
+    refused, as `pearson` refuses it (argsort would rank it last and give a number)."""
     x, y = _pair("spearman", x, y)
+    for name, v in (("x", x), ("y", y)):
+        nan = np.flatnonzero(np.isnan(v.astype(np.float64)))
+        if len(nan):
+            raise ValueError(f"spearman: {name} holds nan at index {nan[0]}; nan has no rank")
     return pearson(rankdata(x), rankdata(y))

@@ -215,6 +215,12 @@ def test_spearman_hand_worked():
     # ties: ranks (1, 2.5, 2.5, 4) vs (1, 3, 2, 4): r = 4.5 / sqrt(4.5 * 5) = sqrt(0.9)
     assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(math.sqrt(0.9))
     assert spearman([1, 2, 3], [1, 10, 100]) == pytest.approx(1.0)  # any increasing map
+    # nan has no rank: argsort put it last and [1, nan, 3, 4] vs [1, 2, 3, 4] gave 0.4 (scipy: nan)
+    with pytest.raises(ValueError, match="spearman: x holds nan at index 1"):
+        spearman([1, np.nan, 3, 4], [1, 2, 3, 4])
+    with pytest.raises(ValueError, match="spearman: y holds nan at index 0"):
+        spearman([1, 2], [np.nan, 2])
+    assert spearman([1, np.inf, 3], [1, 2, 3]) == pytest.approx(0.5)  # inf ranks last, as in scipy
 
 
 @settings(max_examples=50, deadline=None)
