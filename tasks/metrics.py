@@ -175,13 +175,26 @@ def ner_report(true_tag_seqs, pred_tag_seqs, digits=4):
 # ----------------------------------------------------------------------------------------------
 # Similarity
 
+def _values(name, x, y, finite=True):
+    """Two (N,) arrays -> float64 copies; nan (and, with `finite`, inf) is refused, naming the
+    input and the index."""
+    x, y = _pair(name, x, y)
+    out = []
+    for label, v in (("x", x), ("y", y)):
+        v = v.astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(v) if finite else np.isnan(v))
+        if len(bad):
+            raise ValueError(f"{name}: {label} holds {v[bad[0]]} at index {bad[0]}")
+        out.append(v)
+    return out
+
+
 def pearson(x, y):
     """Pearson correlation of two (N,) arrays, computed in float64. NaN (with a warning) when
     either is constant, where the correlation is undefined."""
-    x, y = _pair("pearson", x, y)
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError(f"pearson: need at least 2 finite values each, got {len(x)}")
+    x, y = _values("pearson", x, y)
+    if len(x) < 2:
+        raise ValueError(f"pearson: need at least 2 values each, got {len(x)}")
     dx, dy = x - x.mean(), y - y.mean()
     denom = np.sqrt(np.dot(dx, dx) * np.dot(dy, dy))
     # tested on the values, as scipy does: the mean of [0.1] * 3 is not exactly 0.1, so a
@@ -211,9 +224,5 @@ def rankdata(x):
 def spearman(x, y):
     """Spearman's rank correlation: Pearson's on the tie-averaged ranks. nan has no rank and is
     refused, as `pearson` refuses it (argsort would rank it last and give a number)."""
-    x, y = _pair("spearman", x, y)
-    for name, v in (("x", x), ("y", y)):
-        nan = np.flatnonzero(np.isnan(v.astype(np.float64)))
-        if len(nan):
-            raise ValueError(f"spearman: {name} holds nan at index {nan[0]}; nan has no rank")
+    x, y = _values("spearman", x, y, finite=False)
     return pearson(rankdata(x), rankdata(y))

@@ -198,8 +198,13 @@ def test_pearson_hand_worked():
             assert math.isnan(pearson([0.1] * 3, y))
         with pytest.warns(UserWarning, match="constant"):
             assert math.isnan(pearson(y, [0.1] * 3))
-    with pytest.raises(ValueError, match="at least 2 finite"):
+    # the value and where it is (the message was "need at least 2 finite values each, got 2")
+    with pytest.raises(ValueError, match="pearson: x holds nan at index 1"):
         pearson([1.0, np.nan], [1.0, 2.0])
+    with pytest.raises(ValueError, match="pearson: y holds inf at index 0"):
+        pearson([1.0, 2.0], [np.inf, 2.0])
+    with pytest.raises(ValueError, match="pearson: need at least 2 values each, got 1"):
+        pearson([1.0], [2.0])
 
 
 def test_rankdata_averages_ties():
