@@ -96,6 +96,18 @@ def test_reassigning_and_sharing_parameters():
     assert len(m.parameters()) == len({id(p) for p in m.parameters()}) == 3
 
 
+def test_replacing_a_child_or_parameter_keeps_its_place():
+    """As in torch: a reassigned name stays where it was, so a Sequential still runs in order."""
+    seq = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x = mg.randn(5, 3)
+    setattr(seq, "0", nn.Linear(3, 4))
+    assert list(seq._modules) == ["0", "1", "2"]
+    np.testing.assert_array_equal(seq(x).data, seq[2](seq[1](seq[0](x))).data)
+    m = Block()
+    m.scale = nn.Parameter(np.zeros(3, np.float32))
+    assert [n for n, _ in m.named_parameters()][:2] == ["scale", "proj.weight"]
+
+
 def test_module_needs_super_init():
     class Broken(nn.Module):
         def __init__(self):
