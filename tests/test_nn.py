@@ -108,6 +108,23 @@ def test_replacing_a_child_or_parameter_keeps_its_place():
     assert [n for n, _ in m.named_parameters()][:2] == ["scale", "proj.weight"]
 
 
+def test_a_non_parameter_over_a_weight_or_a_non_module_in_a_list_is_refused():
+    """torch's rules: otherwise the weight leaves state_dict, or Sequential skips the function."""
+    m = Block()
+    with pytest.raises(TypeError, match=r"Block: cannot assign Tensor as parameter 'scale' "
+                                        r"\(Parameter or None expected\)"):
+        m.scale = mg.zeros(3)
+    with pytest.raises(TypeError, match=r"Block: cannot assign int as child module 'proj'"):
+        m.proj = 3
+    assert "scale" in dict(m.named_parameters()) and "proj.weight" in m.state_dict()
+    m.proj = None  # None unregisters, as in torch
+    assert "proj.weight" not in m.state_dict()
+    with pytest.raises(TypeError, match=r"Sequential: item 1 has type function, not a Module"):
+        nn.Sequential(nn.Linear(3, 4), mg.functional.relu)
+    with pytest.raises(TypeError, match=r"ModuleList: item 0 has type int, not a Module"):
+        nn.ModuleList([5])
+
+
 def test_module_needs_super_init():
     class Broken(nn.Module):
         def __init__(self):

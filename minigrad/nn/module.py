@@ -44,6 +44,11 @@ class Module:
             self._parameters.pop(name, None)
             self._modules[name] = value
         else:
+            # a plain Tensor over a weight would silently drop it from state_dict and the optimizer
+            kind = "parameter" if name in self._parameters else "child module" if name in self._modules else None
+            if kind and value is not None:
+                raise TypeError(f"{type(self).__name__}: cannot assign {type(value).__name__} as {kind} "
+                                f"{name!r} ({'Parameter' if kind == 'parameter' else 'Module'} or None expected)")
             self._parameters.pop(name, None)
             self._modules.pop(name, None)
         object.__setattr__(self, name, value)
@@ -165,6 +170,9 @@ class ModuleList(Module):
             self.append(m)
 
     def append(self, module):
+        if not isinstance(module, Module):  # it would be skipped by iteration, and by Sequential
+            raise TypeError(f"{type(self).__name__}: item {len(self._modules)} has type "
+                            f"{type(module).__name__}, not a Module")
         setattr(self, str(len(self._modules)), module)
         return self
 
