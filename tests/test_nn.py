@@ -245,6 +245,12 @@ def test_load_state_dict_takes_tensors_or_arrays():
     assert all((b.state_dict()[k] == v).all() for k, v in a.state_dict().items())
 
 
+def test_layernorm_takes_its_width_as_torch_does():
+    """An int or a one-axis shape, (C,) or [C], as torch.nn.LayerNorm accepts."""
+    for shape in (4, (4,), [4]):
+        assert nn.LayerNorm(shape).weight.shape == (4,)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_layernorm_matches_torch(dtype):
     torch = pytest.importorskip("torch")
@@ -420,6 +426,10 @@ ERRORS = [
      ValueError, r"LayerNorm: input shape \(2, 3, 5\) does not end in 4 features"),
     ("LayerNorm int", lambda: nn.LayerNorm(4)(ints(2, 4, dtype=np.int32)),
      TypeError, r"LayerNorm: expected a float tensor, got int32"),
+    ("LayerNorm shape", lambda: nn.LayerNorm((3, 4)),
+     ValueError, r"LayerNorm: normalized_shape \(3, 4\) has 2 axes; only the last axis"),
+    ("Embedding padding_idx", lambda: nn.Embedding(10, 4, padding_idx=10),
+     ValueError, r"Embedding: padding_idx 10 is outside the table of 10 rows"),
     ("Dropout p", lambda: nn.Dropout(1.5),
      ValueError, r"Dropout: p must be in \[0, 1\), got 1.5"),
     ("GELU int", lambda: nn.GELU()(ints(3)),
