@@ -105,6 +105,14 @@ def test_lora_linear_matches_formula(use_rslora):
     np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_modules_to_save_as_a_string_is_one_name():
+    """modules_to_save="classifier" names the head, as target_modules="query" names a layer."""
+    model = lora.apply_lora(tiny_model(), lora.LoraConfig(r=4, modules_to_save="classifier"))
+    assert model.peft_config.modules_to_save == ("classifier",)
+    assert model.classifier.weight.requires_grad
+    assert "base_model.model.classifier.weight" in lora.adapter_state_dict(model)
+
+
 def test_lora_config_scaling_and_validation():
     assert lora.LoraConfig(r=8, lora_alpha=16).scaling == 2.0
     assert lora.LoraConfig(r=16, lora_alpha=16, use_rslora=True).scaling == 4.0
