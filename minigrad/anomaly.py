@@ -49,15 +49,17 @@ class _AnomalyHook:
         return None
 
     def after_forward(self, cls, arrays, out, token):
+        inf_in = any(_has(a, np.isinf) for a in arrays)
         if _has(out, np.isnan):
             what = "NaN"
-        elif _has(out, np.isinf) and not any(_has(a, np.isinf) for a in arrays):
+        elif _has(out, np.isinf) and not inf_in:
             what = "inf"
         else:
             return
         raise FloatingPointError(
             f"detect_anomaly: {cls.__name__} forward produced {what} in its output "
-            f"{tuple(np.shape(out))} from finite inputs of shapes {_shapes(arrays)}")
+            f"{tuple(np.shape(out))} from {'inputs holding inf' if inf_in else 'finite inputs'} "
+            f"of shapes {_shapes(arrays)}")
 
     def before_backward(self, fn, grad):
         if not np.isfinite(grad).all():

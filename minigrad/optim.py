@@ -33,6 +33,9 @@ class Optimizer:
         self.defaults = defaults
         self.param_groups = []
         self.state = {}  # Tensor -> dict of ndarrays and numbers (momentum, moments, step)
+        if isinstance(params, Tensor):  # list() would split it into rows that never get a grad
+            raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors or parameter "
+                            f"groups, got one Tensor of shape {params.shape} (pass [p])")
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")

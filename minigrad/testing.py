@@ -19,6 +19,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     Returns True, or raises AssertionError naming the op, the input and the largest error.
     """
     checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    if not checked:  # as torch: otherwise it would pass having compared nothing
+        raise ValueError("gradcheck: no input is a Tensor that requires grad, so there is nothing to check")
     for i in checked:
         if inputs[i].dtype != np.float64:
             raise TypeError(f"gradcheck: input {i} is {inputs[i].dtype}; finite differences "
@@ -55,7 +57,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
             flat[j] = orig
             numeric.flat[j] = (up - down) / (2 * eps)
         err = np.abs(analytic - numeric)
-        bad = err > atol + rtol * np.abs(numeric)
+        bad = ~(err <= atol + rtol * np.abs(numeric))  # a NaN on either side fails, not passes
         if bad.any():
             worst = np.unravel_index(np.argmax(err), err.shape)
             raise AssertionError(

@@ -76,6 +76,17 @@ def test_untrained_adapter_changes_nothing():
     np.testing.assert_array_equal(logits(model, ids, mask), before)
 
 
+def test_untrained_adapter_in_a_sequential_changes_nothing():
+    """apply_lora swaps layers by name; each must stay at its place in the Sequential."""
+    mg.manual_seed(0)
+    model = mg.nn.Sequential(Linear(4, 8), mg.nn.Tanh(), Linear(8, 2))
+    x = mg.randn(3, 4)
+    before = model(x).data
+    lora.apply_lora(model, lora.LoraConfig(r=2, target_modules="all-linear", modules_to_save=()))
+    assert [type(m).__name__ for m in model] == ["LoraLinear", "Tanh", "LoraLinear"]
+    np.testing.assert_array_equal(model(x).data, before)
+
+
 @pytest.mark.parametrize("use_rslora", [False, True])
 def test_lora_linear_matches_formula(use_rslora):
     rng = np.random.default_rng(0)
@@ -92,6 +103,14 @@ def test_lora_linear_matches_formula(use_rslora):
     y = layer(mg.Tensor(x))
     assert y.dtype == np.float64
     np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_modules_to_save_as_a_string_is_one_name():
+    """modules_to_save="classifier" names the head, as target_modules="query" names a layer."""
+    model = lora.apply_lora(tiny_model(), lora.LoraConfig(r=4, modules_to_save="classifier"))
+    assert model.peft_config.modules_to_save == ("classifier",)
+    assert model.classifier.weight.requires_grad
+    assert "base_model.model.classifier.weight" in lora.adapter_state_dict(model)
 
 
 def test_lora_config_scaling_and_validation():

@@ -96,6 +96,35 @@ def test_reassigning_and_sharing_parameters():
     assert len(m.parameters()) == len({id(p) for p in m.parameters()}) == 3
 
 
+def test_replacing_a_child_or_parameter_keeps_its_place():
+    """As in torch: a reassigned name stays where it was, so a Sequential still runs in order."""
+    seq = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x = mg.randn(5, 3)
+    setattr(seq, "0", nn.Linear(3, 4))
+    assert list(seq._modules) == ["0", "1", "2"]
+    np.testing.assert_array_equal(seq(x).data, seq[2](seq[1](seq[0](x))).data)
+    m = Block()
+    m.scale = nn.Parameter(np.zeros(3, np.float32))
+    assert [n for n, _ in m.named_parameters()][:2] == ["scale", "proj.weight"]
+
+
+def test_a_non_parameter_over_a_weight_or_a_non_module_in_a_list_is_refused():
+    """torch's rules: otherwise the weight leaves state_dict, or Sequential skips the function."""
+    m = Block()
+    with pytest.raises(TypeError, match=r"Block: cannot assign Tensor as parameter 'scale' "
+                                        r"\(Parameter or None expected\)"):
+        m.scale = mg.zeros(3)
+    with pytest.raises(TypeError, match=r"Block: cannot assign int as child module 'proj'"):
+        m.proj = 3
+    assert "scale" in dict(m.named_parameters()) and "proj.weight" in m.state_dict()
+    m.proj = None  # None unregisters, as in torch
+    assert "proj.weight" not in m.state_dict()
+    with pytest.raises(TypeError, match=r"Sequential: item 1 has type function, not a Module"):
+        nn.Sequential(nn.Linear(3, 4), mg.functional.relu)
+    with pytest.raises(TypeError, match=r"ModuleList: item 0 has type int, not a Module"):
+        nn.ModuleList([5])
+
+
 def test_module_needs_super_init():
     class Broken(nn.Module):
         def __init__(self):
@@ -214,6 +243,12 @@ def test_load_state_dict_takes_tensors_or_arrays():
     a, b = nn.Linear(3, 2), nn.Linear(3, 2)
     b.load_state_dict({k: mg.tensor(v) for k, v in a.state_dict().items()})
     assert all((b.state_dict()[k] == v).all() for k, v in a.state_dict().items())
+
+
+def test_layernorm_takes_its_width_as_torch_does():
+    """An int or a one-axis shape, (C,) or [C], as torch.nn.LayerNorm accepts."""
+    for shape in (4, (4,), [4]):
+        assert nn.LayerNorm(shape).weight.shape == (4,)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -391,6 +426,10 @@ ERRORS = [
      ValueError, r"LayerNorm: input shape \(2, 3, 5\) does not end in 4 features"),
     ("LayerNorm int", lambda: nn.LayerNorm(4)(ints(2, 4, dtype=np.int32)),
      TypeError, r"LayerNorm: expected a float tensor, got int32"),
+    ("LayerNorm shape", lambda: nn.LayerNorm((3, 4)),
+     ValueError, r"LayerNorm: normalized_shape \(3, 4\) has 2 axes; only the last axis"),
+    ("Embedding padding_idx", lambda: nn.Embedding(10, 4, padding_idx=10),
+     ValueError, r"Embedding: padding_idx 10 is outside the table of 10 rows"),
     ("Dropout p", lambda: nn.Dropout(1.5),
      ValueError, r"Dropout: p must be in \[0, 1\), got 1.5"),
     ("GELU int", lambda: nn.GELU()(ints(3)),

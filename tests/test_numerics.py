@@ -197,6 +197,11 @@ def test_anomaly_catches_overflow_and_nan():
     with pytest.raises(FloatingPointError, match=r"Sqrt forward produced NaN .* shapes \(1,\)"):
         with mg.detect_anomaly(), np.errstate(invalid="ignore"):
             F.sqrt(-big)
+    inf = mg.tensor(np.array([np.inf], np.float32))  # an inf weight: the inputs are not finite
+    with pytest.raises(FloatingPointError, match=r"Sub forward produced NaN in its output \(1,\) "
+                                                 r"from inputs holding inf of shapes \(1,\), \(1,\)"):
+        with mg.detect_anomaly(), np.errstate(invalid="ignore"):
+            inf - inf
 
 
 def test_anomaly_names_the_backward_op():

@@ -180,3 +180,24 @@ def test_gradcheck_catches_a_wrong_backward():
 
     with pytest.raises(AssertionError, match="Square: input 0"):
         gradcheck(lambda x: Square.apply(x), [leaf(3)])
+
+
+def test_gradcheck_fails_on_nan_and_on_nothing_to_check():
+    """A NaN gradient (or a NaN loss) compares False with every tolerance: it must fail, not pass;
+    and with no input requiring grad there is nothing to compare."""
+    class NanGrad(mg.function.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * np.nan
+
+    with pytest.raises(AssertionError, match="NanGrad: input 0 .* max error nan"):
+        gradcheck(lambda x: NanGrad.apply(x), [leaf(3)])
+    with pytest.raises(AssertionError, match="input 0"):
+        with np.errstate(invalid="ignore"):
+            gradcheck(F.log, [leaf(3, low=-2.0, high=-1.0)])  # log of negatives: NaN everywhere
+    with pytest.raises(ValueError, match="gradcheck: no input is a Tensor that requires grad"):
+        gradcheck(F.exp, [const(3)])

@@ -62,5 +62,9 @@ def test_reductions_gradients(name, case, keepdim, seed):
     axes = None if dims is None else ((dims,) if isinstance(dims, int) else dims)
     expected = np.sum(x.data, axis=None if axes is None else tuple(axes), keepdims=keepdim).shape
     assert out.shape == expected
-    assert gradcheck(fn, [x])
+    if name == "var" and x.size == out.size:  # one element per variance: NaN, and so its gradient
+        out.backward(np.ones(out.shape))
+        assert np.isnan(out.data).all() and np.isnan(x.grad).all()  # as torch; nothing to gradcheck
+    else:
+        assert gradcheck(fn, [x])
     assert x.grad.shape == x.shape

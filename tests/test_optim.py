@@ -260,6 +260,9 @@ def test_zero_grad_and_bad_arguments():
     assert p.grad is None
     with pytest.raises(ValueError, match="empty parameter list"):
         optim.AdamW([])
+    with pytest.raises(TypeError, match=r"AdamW: params must be an iterable .* got one Tensor of shape \(3,\)"):
+        optim.AdamW(p)  # as in torch; iterating it would give rows that never get a gradient
+    assert optim.AdamW([{"params": p}]).param_groups[0]["params"][0] is p  # a group may hold one
     with pytest.raises(ValueError, match="appears in two groups"):
         optim.AdamW([{"params": [p]}, {"params": [p]}])
     with pytest.raises(ValueError, match="nesterov"):

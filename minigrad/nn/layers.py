@@ -52,6 +52,9 @@ class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+            raise ValueError(f"Embedding: padding_idx {padding_idx} is outside the table of "
+                             f"{num_embeddings} rows")
         self.padding_idx = padding_idx
         self.weight = Parameter(np.empty((num_embeddings, embedding_dim), dtype))
         init.normal_(self.weight)
@@ -76,7 +79,11 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, eps=1e-5, dtype=np.float32):
         super().__init__()
-        self.normalized_shape, self.eps = int(normalized_shape), eps
+        shape = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
+        if len(shape) != 1:  # torch takes several trailing axes; the kernel normalises one
+            raise ValueError(f"LayerNorm: normalized_shape {shape} has {len(shape)} axes; only the last "
+                             "axis can be normalised (pass its width C)")
+        self.normalized_shape, self.eps = int(shape[0]), eps
         self.weight = Parameter(np.ones(self.normalized_shape, dtype))
         self.bias = Parameter(np.zeros(self.normalized_shape, dtype))
 

@@ -47,6 +47,8 @@ class LoraConfig:
     def __post_init__(self):
         if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
             self.target_modules = tuple(t.strip() for t in self.target_modules.split(",") if t.strip())
+        if isinstance(self.modules_to_save, str):  # iterated as characters, it froze the head
+            self.modules_to_save = tuple(m.strip() for m in self.modules_to_save.split(",") if m.strip())
         if self.r <= 0:
             raise ValueError(f"LoraConfig: r must be a positive integer, got {self.r}")
 

@@ -35,12 +35,22 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning {name!r}")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        # a replaced Parameter or child keeps its place (as in torch): apply_lora swaps
+        # Sequential's layers by name, and popping first would move each to the end
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
+        else:
+            # a plain Tensor over a weight would silently drop it from state_dict and the optimizer
+            kind = "parameter" if name in self._parameters else "child module" if name in self._modules else None
+            if kind and value is not None:
+                raise TypeError(f"{type(self).__name__}: cannot assign {type(value).__name__} as {kind} "
+                                f"{name!r} ({'Parameter' if kind == 'parameter' else 'Module'} or None expected)")
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
@@ -160,6 +170,9 @@ class ModuleList(Module):
             self.append(m)
 
     def append(self, module):
+        if not isinstance(module, Module):  # it would be skipped by iteration, and by Sequential
+            raise TypeError(f"{type(self).__name__}: item {len(self._modules)} has type "
+                            f"{type(module).__name__}, not a Module")
         setattr(self, str(len(self._modules)), module)
         return self
 
