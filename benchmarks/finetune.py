@@ -224,6 +224,16 @@ def torch_available():
         return False
 
 
+def append_results(text, path=os.path.join(os.path.dirname(__file__), "RESULTS.md")):
+    """Add `text` at the end of RESULTS.md atomically: the whole new file is written beside it and
+    renamed over it, so a run killed mid-write (or a full disk) leaves the file as it was, not
+    with half a table."""
+    from minigrad.io.atomic import atomic_write_bytes
+    with open(path, encoding="utf-8", newline="") as f:
+        old = f.read()
+    atomic_write_bytes(path, (old + text).encode("utf-8"))
+
+
 def _commit():
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -310,10 +320,8 @@ def main(argv=None):
                   f"the first time ever (empty cache: every kernel it uses compiles).")
     print("\n" + table)
     if args.write:
-        path = os.path.join(os.path.dirname(__file__), "RESULTS.md")
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("\n### End to end: `python -m benchmarks.finetune "
-                    + " ".join(argv if argv is not None else sys.argv[1:]) + "`\n\n" + table + "\n")
+        append_results("\n### End to end: `python -m benchmarks.finetune "
+                       + " ".join(argv if argv is not None else sys.argv[1:]) + "`\n\n" + table + "\n")
 
 
 if __name__ == "__main__":

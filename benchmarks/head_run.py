@@ -111,9 +111,9 @@ def main(argv=None):
              f"| ratio minigrad / torch | {m['seconds'] / t['seconds']:.2f} | |")
     print(table)
     if args.write:
-        with open(os.path.join(os.path.dirname(__file__), "RESULTS.md"), "a", encoding="utf-8") as f:
-            f.write(f"\n### Head-only, {args.epochs} epochs on Rotten Tomatoes, {n} threads: "
-                    f"`python -m benchmarks.head_run`\n\n{table}\n")
+        from benchmarks.finetune import append_results
+        append_results(f"\n### Head-only, {args.epochs} epochs on Rotten Tomatoes, {n} threads: "
+                       f"`python -m benchmarks.head_run`\n\n{table}\n")
 
 
 if __name__ == "__main__":

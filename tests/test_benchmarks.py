@@ -1,9 +1,13 @@
 """benchmarks/: what the tables report is measured as they say (each worker's own peak memory),
-and nothing here runs a benchmark."""
+RESULTS.md is written whole or not at all, and nothing here runs a benchmark."""
+import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+from benchmarks.finetune import append_results
 
 
 def test_worker_peak_rss_is_its_own_not_the_drivers():
@@ -15,3 +19,20 @@ def test_worker_peak_rss_is_its_own_not_the_drivers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert ballast.sum() == ballast.size
     assert float(out.stdout) < 200  # a bare interpreter is ~10-60 MB
+
+
+def test_write_to_results_is_atomic(tmp_path, monkeypatch):
+    """--write appends its table by writing the whole file anew and renaming it: a failure
+    before the rename (here the fsync) leaves RESULTS.md as it was and no temporary behind."""
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\nearlier runs\n", encoding="utf-8")
+    append_results("\n### run 1\n\n| a |\n", str(path))
+    assert path.read_text(encoding="utf-8") == "# Results\n\nearlier runs\n\n### run 1\n\n| a |\n"
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        append_results("\n### run 2\n\n| b |\n", str(path))
+    assert path.read_text(encoding="utf-8").endswith("| a |\n")
+    assert sorted(os.listdir(tmp_path)) == ["RESULTS.md"]
