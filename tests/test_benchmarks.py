@@ -36,3 +36,22 @@ def test_write_to_results_is_atomic(tmp_path, monkeypatch):
         append_results("\n### run 2\n\n| b |\n", str(path))
     assert path.read_text(encoding="utf-8").endswith("| a |\n")
     assert sorted(os.listdir(tmp_path)) == ["RESULTS.md"]
+
+
+def test_kernel_cases_time_and_check_their_own_operands(monkeypatch):
+    """benchmarks/kernels.py builds its cases in one function, reusing names: a closure reading
+    a name late saw the last case's array (the 30522-class cross-entropy was checked on the
+    9-class logits; torch's linear + GELU ran on layernorm's input, which requires grad, so it
+    recorded a graph)."""
+    torch = pytest.importorskip("torch")
+    from benchmarks import kernels as bench
+    from minigrad.kernels import cross_entropy
+    monkeypatch.setattr(bench, "torch", torch)  # as in the --torch-worker process
+    cases = {(c[0], c[1]): c for c in bench.cases()}
+    assert not cases[("linear+bias+GELU fwd", "2048x384->1536")][7]().requires_grad
+    seen, ref = [], cross_entropy.softmax_cross_entropy_ref
+    monkeypatch.setattr(cross_entropy, "softmax_cross_entropy_ref",
+                        lambda logits, targets: seen.append(logits.shape) or ref(logits, targets))
+    for V in (30522, 9):
+        assert cases[("cross-entropy fwd+bwd", f"2048x{V}")][8]()
+    assert seen == [(2048, 30522), (2048, 9)]
