@@ -162,7 +162,7 @@ def run_torch(job):
         model.train()
         if job["config"] == "head":
             model.bert.eval()  # as ours: a frozen encoder runs in eval mode
-        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+        opt = torch_adamw(torch, model, lr=1e-5)
 
         def step():
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
@@ -171,6 +171,14 @@ def run_torch(job):
     ms = median_seconds(step, job["steps"], job["warmup"]) * 1e3
     return {"ms": ms, "peak_mb": _peak_rss_mb(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def torch_adamw(torch, model, lr):
+    """torch's AdamW with the settings of minigrad's side (explain.training_step): weight decay
+    0.01 except on biases and norms (optim.param_groups_no_decay), betas 0.9/0.999, eps 1e-8."""
+    from minigrad.optim import param_groups_no_decay
+    named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
+    return torch.optim.AdamW(param_groups_no_decay(named, 0.01), lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 # ---- cold start ------------------------------------------------------------------------------

@@ -55,3 +55,20 @@ def test_kernel_cases_time_and_check_their_own_operands(monkeypatch):
     for V in (30522, 9):
         assert cases[("cross-entropy fwd+bwd", f"2048x{V}")][8]()
     assert seen == [(2048, 30522), (2048, 9)]
+
+
+def test_torch_side_uses_minigrads_adamw_settings():
+    """finetune's torch step decays what minigrad's decays and nothing else (torch's AdamW alone
+    decays every parameter, biases and LayerNorm included)."""
+    torch = pytest.importorskip("torch")
+    from benchmarks.finetune import torch_adamw
+    model = torch.nn.Sequential()
+    model.add_module("dense", torch.nn.Linear(4, 4))
+    model.add_module("LayerNorm", torch.nn.LayerNorm(4))
+    model.add_module("frozen", torch.nn.Linear(4, 4).requires_grad_(False))
+    groups = torch_adamw(torch, model, lr=1e-5).param_groups
+    decayed = {id(q) for g in groups if g["weight_decay"] == 0.01 for q in g["params"]}
+    kept = {id(q) for g in groups if g["weight_decay"] == 0.0 for q in g["params"]}
+    assert decayed == {id(model.dense.weight)}
+    assert kept == {id(model.dense.bias), id(model.LayerNorm.weight), id(model.LayerNorm.bias)}
+    assert all(g["lr"] == 1e-5 and g["betas"] == (0.9, 0.999) and g["eps"] == 1e-8 for g in groups)
