@@ -14,10 +14,12 @@ bias + GELU: 16.0 ms in one process with torch, 6.75 ms without).
 """
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
 
+_USER_ENV = dict(os.environ)  # the torch worker's, from before importing minigrad (see above)
 TORCH_WORKER = __name__ == "__main__" and "--torch-worker" in sys.argv
 if TORCH_WORKER:  # before minigrad, for the reason above
     import torch
@@ -214,7 +216,7 @@ def torch_times():
     """{case index: torch seconds} and torch's version, from a child process; ({}, reason)
     when torch is not installed."""
     res = subprocess.run([sys.executable, "-m", "benchmarks.kernels", "--torch-worker"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=_USER_ENV)
     if res.returncode != 0:
         return {}, "not installed" if "No module named 'torch'" in res.stderr else "failed"
     out = json.loads(res.stdout.strip().splitlines()[-1])

@@ -72,3 +72,25 @@ def test_torch_side_uses_minigrads_adamw_settings():
     assert decayed == {id(model.dense.weight)}
     assert kept == {id(model.dense.bias), id(model.LayerNorm.weight), id(model.LayerNorm.bias)}
     assert all(g["lr"] == 1e-5 and g["betas"] == (0.9, 0.999) and g["eps"] == 1e-8 for g in groups)
+
+
+_TORCH_WORKER_ENV = """
+import json, subprocess
+import benchmarks.kernels as bench
+seen = {}
+def run(cmd, **kw):
+    seen.update(kw.get("env") or __import__("os").environ)
+    return subprocess.CompletedProcess(cmd, 0, json.dumps({"version": "-", "times": {}}), "")
+bench.subprocess.run = run
+bench.torch_times()
+print(seen.get("OMP_WAIT_POLICY"))
+"""
+
+
+def test_kernels_torch_worker_starts_without_minigrads_omp_wait_policy():
+    """Importing minigrad sets OMP_WAIT_POLICY=PASSIVE for Numba's pool; the torch column is
+    timed in a child process so that torch's OpenMP starts with its own default instead."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", _TORCH_WORKER_ENV], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split()[-1] == "None"
