@@ -55,11 +55,14 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
             flat[j] = orig
             numeric.flat[j] = (up - down) / (2 * eps)
         err = np.abs(analytic - numeric)
-        bad = err > atol + rtol * np.abs(numeric)
+        # isclose's test |a - n| <= atol + rtol |n|, where NaN matches only NaN (a NaN compared
+        # with `>` would be False, and a NaN gradient would pass)
+        bad = ~np.isclose(analytic, numeric, rtol=rtol, atol=atol, equal_nan=True)
         if bad.any():
-            worst = np.unravel_index(np.argmax(err), err.shape)
+            worst = np.unravel_index(np.argmax(np.where(bad, np.nan_to_num(err, nan=np.inf), -1.0)),
+                                     err.shape)  # the largest error among those out of tolerance
             raise AssertionError(
-                f"gradcheck {op}: input {i} {x.shape}: max error {err.max():.3g} at {worst} "
+                f"gradcheck {op}: input {i} {x.shape}: max error {err[worst]:.3g} at {worst} "
                 f"(analytic {analytic[worst]:.6g}, numeric {numeric[worst]:.6g}); "
                 f"{int(bad.sum())} of {bad.size} elements out of tolerance")
     return True

@@ -180,3 +180,25 @@ def test_gradcheck_catches_a_wrong_backward():
 
     with pytest.raises(AssertionError, match="Square: input 0"):
         gradcheck(lambda x: Square.apply(x), [leaf(3)])
+
+
+def test_gradcheck_catches_a_nan_gradient():
+    """A NaN where the gradient is finite is out of tolerance (NaN > tol is False, so a plain
+    comparison passed it); NaN where the function itself is NaN (var of one element) agrees."""
+    class Exp(mg.function.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = np.exp(x)
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, grad):
+            (y,) = ctx.saved
+            dx = grad * y
+            dx[1] = np.nan
+            return dx
+
+    with pytest.raises(AssertionError, match=r"Exp: input 0 \(3,\).*analytic nan.*1 of 3"):
+        gradcheck(lambda x: Exp.apply(x), [leaf(3)])
+    assert gradcheck(lambda x: F.var(x, 0), [leaf(1)])
