@@ -47,6 +47,17 @@ INFERENCE_BATCH = 32
 
 
 def _peak_rss_mb():
+    """This process's peak resident memory in MB. Linux's VmHWM, not getrusage's ru_maxrss:
+    ru_maxrss survives execve, so a worker would report at least the driver's own peak (which,
+    having imported torch to check it is there, was 433 MB: the figure every small minigrad
+    configuration showed)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
@@ -151,7 +162,7 @@ def run_torch(job):
         model.train()
         if job["config"] == "head":
             model.bert.eval()  # as ours: a frozen encoder runs in eval mode
-        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+        opt = torch_adamw(torch, model, lr=1e-5)
 
         def step():
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
@@ -160,6 +171,14 @@ def run_torch(job):
     ms = median_seconds(step, job["steps"], job["warmup"]) * 1e3
     return {"ms": ms, "peak_mb": _peak_rss_mb(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def torch_adamw(torch, model, lr):
+    """torch's AdamW with the settings of minigrad's side (explain.training_step): weight decay
+    0.01 except on biases and norms (optim.param_groups_no_decay), betas 0.9/0.999, eps 1e-8."""
+    from minigrad.optim import param_groups_no_decay
+    named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
+    return torch.optim.AdamW(param_groups_no_decay(named, 0.01), lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 # ---- cold start ------------------------------------------------------------------------------
@@ -211,6 +230,16 @@ def torch_available():
         return True
     except ImportError:
         return False
+
+
+def append_results(text, path=os.path.join(os.path.dirname(__file__), "RESULTS.md")):
+    """Add `text` at the end of RESULTS.md atomically: the whole new file is written beside it and
+    renamed over it, so a run killed mid-write (or a full disk) leaves the file as it was, not
+    with half a table."""
+    from minigrad.io.atomic import atomic_write_bytes
+    with open(path, encoding="utf-8", newline="") as f:
+        old = f.read()
+    atomic_write_bytes(path, (old + text).encode("utf-8"))
 
 
 def _commit():
@@ -299,10 +328,8 @@ def main(argv=None):
                   f"the first time ever (empty cache: every kernel it uses compiles).")
     print("\n" + table)
     if args.write:
-        path = os.path.join(os.path.dirname(__file__), "RESULTS.md")
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("\n### End to end: `python -m benchmarks.finetune "
-                    + " ".join(argv if argv is not None else sys.argv[1:]) + "`\n\n" + table + "\n")
+        append_results("\n### End to end: `python -m benchmarks.finetune "
+                       + " ".join(argv if argv is not None else sys.argv[1:]) + "`\n\n" + table + "\n")
 
 
 if __name__ == "__main__":

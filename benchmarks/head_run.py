@@ -26,6 +26,7 @@ def run_torch(epochs, lr, batch_size, seed):
 
     import numpy as np
 
+    from benchmarks.finetune import torch_adamw
     from models.bert import default_model_dir
     from models.tokenizer import Tokenizer
     from tasks.batching import collate, make_batches
@@ -41,7 +42,7 @@ def run_torch(epochs, lr, batch_size, seed):
     model = transformers.BertForSequenceClassification.from_pretrained(str(default_model_dir()), num_labels=2)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("classifier."))
-    opt = torch.optim.AdamW(model.classifier.parameters(), lr=lr, weight_decay=0.01)
+    opt = torch_adamw(torch, model, lr)  # the classifier's weight decays, its bias not (as minigrad's)
     steps = epochs * -(-len(train) // batch_size)
     sched = transformers.get_linear_schedule_with_warmup(opt, int(0.1 * steps), steps)
     tensors = lambda b: {k: torch.from_numpy(b[k]) for k in ("input_ids", "attention_mask", "token_type_ids")}  # noqa: E731
@@ -111,9 +112,9 @@ def main(argv=None):
              f"| ratio minigrad / torch | {m['seconds'] / t['seconds']:.2f} | |")
     print(table)
     if args.write:
-        with open(os.path.join(os.path.dirname(__file__), "RESULTS.md"), "a", encoding="utf-8") as f:
-            f.write(f"\n### Head-only, {args.epochs} epochs on Rotten Tomatoes, {n} threads: "
-                    f"`python -m benchmarks.head_run`\n\n{table}\n")
+        from benchmarks.finetune import append_results
+        append_results(f"\n### Head-only, {args.epochs} epochs on Rotten Tomatoes, {n} threads: "
+                       f"`python -m benchmarks.head_run`\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ bias + GELU: 16.0 ms in one process with torch, 6.75 ms without).
 """
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
 
+_USER_ENV = dict(os.environ)  # the torch worker's, from before importing minigrad (see above)
 TORCH_WORKER = __name__ == "__main__" and "--torch-worker" in sys.argv
 if TORCH_WORKER:  # before minigrad, for the reason above
     import torch
@@ -80,13 +82,16 @@ def cases():
 
     x, w, bb = randn(2048, 384), randn(1536, 384) * 0.05, randn(1536)
     tx, tw, tbb = (torch.from_numpy(v) for v in (x, w, bb)) if torch else (None,) * 3
+    # the arguments are bound now: x and tx are reused below (tx then requires grad, and torch's
+    # forward here would record a graph)
     out.append(("linear+bias+GELU fwd", "2048x384->1536", 2 * 2048 * 384 * 1536, "GFLOP/s",
-                ref(lambda: matmul.linear_forward(x, w, bb, True)),
-                lambda: matmul.linear_forward(x, w, bb, True),
-                lambda: gelu.gelu_forward_ref(x @ w.T + bb),
-                torch and (lambda: torch.nn.functional.gelu(torch.nn.functional.linear(tx, tw, tbb))),
-                lambda: np.allclose(matmul.linear_forward(x, w, bb, True)[0],
-                                    matmul.linear_forward_ref(x, w, bb, True)[0], atol=1e-4)))
+                ref(lambda x=x, w=w, bb=bb: matmul.linear_forward(x, w, bb, True)),
+                lambda x=x, w=w, bb=bb: matmul.linear_forward(x, w, bb, True),
+                lambda x=x, w=w, bb=bb: gelu.gelu_forward_ref(x @ w.T + bb),
+                torch and (lambda tx=tx, tw=tw, tbb=tbb:
+                           torch.nn.functional.gelu(torch.nn.functional.linear(tx, tw, tbb))),
+                lambda x=x, w=w, bb=bb: np.allclose(matmul.linear_forward(x, w, bb, True)[0],
+                                                    matmul.linear_forward_ref(x, w, bb, True)[0], atol=1e-4)))
 
     B, H, T, D = 16, 12, 128, 32
     # q, k, v as the model passes them: head views of (B, T, H*D) activations, not copies
@@ -201,9 +206,9 @@ def cases():
             torch.nn.functional.cross_entropy(tl, tt, reduction="sum").backward()
         out.append(("cross-entropy fwd+bwd", f"2048x{V}", 4 * 2 * lg.size, "GB/s", ce("ref"),
                     ce("fused"), None, torch and ce_torch,
-                    lambda ce=ce: all(np.allclose(a, b, atol=1e-5) for a, b in
-                                      zip(ce("fused")() or cross_entropy.softmax_cross_entropy(lg, tg_),
-                                          cross_entropy.softmax_cross_entropy_ref(lg, tg_)))))
+                    lambda lg=lg, tg_=tg_: all(np.allclose(a, b, atol=1e-5) for a, b in
+                                               zip(cross_entropy.softmax_cross_entropy(lg, tg_),
+                                                   cross_entropy.softmax_cross_entropy_ref(lg, tg_)))))
     return out
 
 
@@ -211,7 +216,7 @@ def torch_times():
     """{case index: torch seconds} and torch's version, from a child process; ({}, reason)
     when torch is not installed."""
     res = subprocess.run([sys.executable, "-m", "benchmarks.kernels", "--torch-worker"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=_USER_ENV)
     if res.returncode != 0:
         return {}, "not installed" if "No module named 'torch'" in res.stderr else "failed"
     out = json.loads(res.stdout.strip().splitlines()[-1])

@@ -201,3 +201,23 @@ def test_gradcheck_fails_on_nan_and_on_nothing_to_check():
             gradcheck(F.log, [leaf(3, low=-2.0, high=-1.0)])  # log of negatives: NaN everywhere
     with pytest.raises(ValueError, match="gradcheck: no input is a Tensor that requires grad"):
         gradcheck(F.exp, [const(3)])
+
+
+def test_gradcheck_catches_a_nan_gradient():
+    """One NaN element among finite ones fails, and the message points at it."""
+    class Exp(mg.function.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = np.exp(x)
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, grad):
+            (y,) = ctx.saved
+            dx = grad * y
+            dx[1] = np.nan
+            return dx
+
+    with pytest.raises(AssertionError, match=r"Exp: input 0 \(3,\).*analytic nan.*1 of 3"):
+        gradcheck(lambda x: Exp.apply(x), [leaf(3)])

@@ -5,7 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from models.tokenizer import default_model_dir
+import minigrad
+from minigrad.nn import lora
+from models.bert_tasks import BertForSequenceClassification
+from models.tokenizer import Tokenizer, default_model_dir
 from tasks import metrics, similarity
 
 try:
@@ -36,9 +39,17 @@ def test_fine_tune_on_own_pairs(tmp_path):
                               "--max-length", "32", "--quiet", "--out", str(out)])
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["task"] == "similarity" and saved["valid"]["spearman"] == result["valid"]["spearman"]
-    # the reported correlation is the one of the saved predictions against the gold scores
-    assert -100.0 <= result["valid"]["spearman"] <= 100.0
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    # the reported correlations are those of the saved model's scores, pair by pair, against the
+    # validation file's gold scores (not of scores paired with another pair's gold)
+    model = lora.load_adapter(BertForSequenceClassification.from_pretrained(num_labels=1), str(out / "adapter"))
+    enc = Tokenizer.from_folder().encode([a for a, _, _ in PAIRS], [b for _, b, _ in PAIRS], max_length=32)
+    with minigrad.no_grad():
+        scores = model.eval()(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).logits.data[:, 0]
+    assert np.ptp(scores) > 1e-3  # the pairs are told apart, so their order means something
+    gold = [score + 0.1 for _, _, score in PAIRS]
+    assert result["valid"]["spearman"] == pytest.approx(100 * metrics.spearman(scores, gold), abs=1e-6)
+    assert result["valid"]["pearson"] == pytest.approx(100 * metrics.pearson(scores, gold), abs=1e-3)
     info = json.loads((out / "adapter" / "task.json").read_text())
     assert info["label_names"] == []  # regression: one output, no class names
 
