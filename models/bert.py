@@ -12,13 +12,14 @@ Attribute paths equal the Hugging Face checkpoint keys (`encoder.layer.0.attenti
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 import minigrad.functional as F
 from minigrad import io
-from minigrad.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, additive_mask
+from minigrad.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, additive_mask, init
 from minigrad.nn.attention import merge_heads, split_heads
 from minigrad.nn.layers import check_float_input
 from models.tokenizer import default_model_dir  # noqa: F401  (re-exported: the bundled MiniLM)
@@ -276,7 +277,9 @@ def load_pretrained(model, folder, report=False):
     """Load `folder/model.safetensors` into the BertModel `model`.
 
     Accepts keys with or without the `bert.` prefix, renames legacy names, skips buffers, and
-    raises one error listing every missing key and shape mismatch. Returns the load report and
+    raises one error listing every missing key and shape mismatch. A checkpoint without any
+    pooler weights (as transformers saves a masked-LM or token-classification model) gets a new
+    pooler and a warning, as in transformers. Returns the load report and
     the tensors no BertModel parameter took (a task head's `classifier.*`, for the caller).
     """
     path = os.path.join(folder, "model.safetensors")
@@ -298,6 +301,11 @@ def load_pretrained(model, folder, report=False):
         else:
             rest[name] = arr
     missing = [k for k in own if k not in mapped]
+    # transformers saves BertForMaskedLM and BertForTokenClassification without a pooler
+    pooler = [k for k in own if k.startswith("pooler.")]
+    new_pooler = bool(pooler) and set(missing) == set(pooler)
+    if new_pooler:
+        missing = []
     mismatched = [f"{k}: checkpoint {arr.shape} vs model {own[k].shape}"
                   for k, arr in mapped.items() if arr.shape != own[k].shape]
     if missing or mismatched:
@@ -306,6 +314,11 @@ def load_pretrained(model, folder, report=False):
                          + (f"shape mismatches: {'; '.join(mismatched)}" if mismatched else ""))
     for k, arr in mapped.items():
         own[k].data[...] = arr
+    if new_pooler:  # as transformers does: a new pooler, initialised the BERT way, and a warning
+        init.normal_(model.pooler.dense.weight, 0.0, model.config.extra.get("initializer_range", 0.02))
+        init.zeros_(model.pooler.dense.bias)
+        warnings.warn(f"from_pretrained({folder}): the checkpoint has no pooler; {pooler} are "
+                      "newly initialised (train them before using pooler_output)")
     result = {"mapped": sorted(mapped), "renamed": renamed, "ignored": ignored + sorted(rest)}
     if report:
         print(f"loaded {path}: {len(mapped)} mapped, {len(renamed)} renamed {renamed}, "

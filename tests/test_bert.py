@@ -223,6 +223,20 @@ def test_missing_keys_are_named(tmp_path, rng):
     assert "encoder.layer.1.attention.self.key.bias" in str(e.value)
 
 
+def test_checkpoint_without_pooler_gets_a_new_one(tmp_path, rng):
+    # transformers saves BertForTokenClassification and BertForMaskedLM without pooler weights;
+    # transformers' BertModel loads such a folder with a new pooler, and so must ours
+    source = random_bert(rng)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("pooler.")}
+    folder = write_folder(tmp_path, source.config, state)
+    with pytest.warns(UserWarning, match="no pooler"):
+        loaded = BertModel.from_pretrained(folder).eval()
+    for key, arr in state.items():
+        np.testing.assert_array_equal(loaded.state_dict()[key], arr, err_msg=key)
+    w = loaded.pooler.dense.weight.data
+    assert abs(float(w.std()) - 0.02) < 0.005 and not loaded.pooler.dense.bias.data.any()
+
+
 def test_bert_prefix_and_legacy_layernorm_names_load(tmp_path, rng, capsys):
     source = random_bert(rng)
     renamed = {}
