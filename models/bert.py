@@ -42,11 +42,13 @@ class BertConfig:
     extra: dict = field(default_factory=dict, repr=False)  # keys we keep but do not use
 
     @classmethod
-    def from_json_file(cls, path):
+    def from_json_file(cls, path, **overrides):
+        """The config in `path`, with `overrides` (any config.json key, e.g. num_hidden_layers
+        or classifier_dropout, as transformers' from_pretrained kwargs) replacing its values."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"BertConfig: no config.json at {path}")
         with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
+            raw = {**json.load(f), **overrides}
         known = {f.name for f in fields(cls)} - {"extra"}
         config = cls(**{k: v for k, v in raw.items() if k in known})
         config.extra = {k: v for k, v in raw.items() if k not in known}
@@ -240,9 +242,7 @@ class BertModel(Module):
     def from_pretrained(cls, folder=None, report=False, **config_overrides):
         """Read `config.json` and `model.safetensors` from `folder` (default: the bundled MiniLM)."""
         folder = folder or default_model_dir()
-        config = BertConfig.from_json_file(os.path.join(folder, "config.json"))
-        for k, v in config_overrides.items():
-            setattr(config, k, v)
+        config = BertConfig.from_json_file(os.path.join(folder, "config.json"), **config_overrides)
         model = cls(config)
         load_pretrained(model, folder, report=report)
         return model

@@ -237,6 +237,20 @@ def test_checkpoint_without_pooler_gets_a_new_one(tmp_path, rng):
     assert abs(float(w.std()) - 0.02) < 0.005 and not loaded.pooler.dense.bias.data.any()
 
 
+def test_config_overrides_reach_every_key(tmp_path, rng):
+    # as transformers' from_pretrained kwargs: a key BertConfig has no field for (the head's
+    # classifier_dropout) must act too, not only the fields
+    from models.bert_tasks import BertForSequenceClassification
+
+    folder = write_folder(tmp_path, BertConfig(**TINY), dict(random_bert(rng).state_dict()))
+    model = BertForSequenceClassification.from_pretrained(folder, num_labels=2, classifier_dropout=0.0,
+                                                          attention_probs_dropout_prob=0.3)
+    assert model.dropout.p == 0.0
+    assert model.bert.encoder.layer[0].attention.self.dropout.p == 0.3
+    with pytest.raises(ValueError, match="hidden_act"):
+        BertModel.from_pretrained(folder, hidden_act="swish")
+
+
 def test_bert_prefix_and_legacy_layernorm_names_load(tmp_path, rng, capsys):
     source = random_bert(rng)
     renamed = {}
