@@ -57,6 +57,10 @@ class BertConfig:
                              f"num_attention_heads {config.num_attention_heads}")
         if config.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
             raise ValueError(f"{path}: hidden_act {config.hidden_act!r} is not supported")
+        if config.extra.get("is_decoder"):
+            # transformers' BertModel then masks attention causally; ours is an encoder only
+            raise ValueError(f"{path}: is_decoder=true (causal attention, a BertLMHeadModel) is "
+                             "not supported; this BertModel is an encoder")
         return config
 
     def to_dict(self):

@@ -251,6 +251,17 @@ def test_config_overrides_reach_every_key(tmp_path, rng):
         BertModel.from_pretrained(folder, hidden_act="swish")
 
 
+def test_decoder_config_is_refused(tmp_path, rng):
+    # transformers' BertModel masks attention causally when is_decoder is set; loading such a
+    # checkpoint as our (bidirectional) encoder would give other hidden states without a word
+    state = dict(random_bert(rng).state_dict())
+    folder = write_folder(tmp_path, BertConfig(**TINY, extra={"is_decoder": True}), state)
+    with pytest.raises(ValueError, match="is_decoder"):
+        BertModel.from_pretrained(folder)
+    folder = write_folder(tmp_path / "encoder", BertConfig(**TINY, extra={"is_decoder": False}), state)
+    BertModel.from_pretrained(folder)
+
+
 def test_bert_prefix_and_legacy_layernorm_names_load(tmp_path, rng, capsys):
     source = random_bert(rng)
     renamed = {}
