@@ -72,6 +72,9 @@ class Transformer(nn.Module):
         if T > self.config.max_len:
             raise ValueError(f"Transformer: sequence length {T} exceeds max_len "
                              f"{self.config.max_len}")
+        if attention_mask is not None and np.shape(attention_mask) != ids.shape:
+            raise ValueError(f"Transformer: attention_mask has shape {np.shape(attention_mask)}, "
+                             f"ids has {ids.shape}")
         mask = None if attention_mask is None else nn.additive_mask(attention_mask)  # (B, 1, 1, T)
         x = self.tok_emb(ids) + self.pos_emb(np.arange(T))  # (B, T, C) + (T, C) -> (B, T, C)
         x = self.dropout(x)
