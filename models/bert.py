@@ -225,6 +225,8 @@ class BertModel(Module):
         of the matrix products of the forward, and of the backward."""
         input_ids = check_ids(input_ids, "input_ids", self.config.vocab_size)
         B, T = input_ids.shape
+        if T == 0:  # the softmax over no keys is undefined; the tokenizer always adds [CLS] [SEP]
+            raise ValueError(f"BertModel: input_ids {input_ids.shape} has no tokens")
         if T > self.config.max_position_embeddings:
             raise ValueError(f"BertModel: sequence length {T} exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}; truncate in the tokenizer")

@@ -69,6 +69,8 @@ class Transformer(nn.Module):
         if ids.ndim != 2:
             raise ValueError(f"Transformer: expected ids of shape (B, T), got {ids.shape}")
         T = ids.shape[1]
+        if T == 0:  # the softmax over no keys is undefined
+            raise ValueError(f"Transformer: ids {ids.shape} has no tokens")
         if T > self.config.max_len:
             raise ValueError(f"Transformer: sequence length {T} exceeds max_len "
                              f"{self.config.max_len}")

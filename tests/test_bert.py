@@ -251,6 +251,11 @@ def test_config_overrides_reach_every_key(tmp_path, rng):
         BertModel.from_pretrained(folder, hidden_act="swish")
 
 
+def test_empty_sequence_is_a_clear_error(rng):
+    with pytest.raises(ValueError, match=r"BertModel: input_ids \(2, 0\) has no tokens"):
+        random_bert(rng)(np.zeros((2, 0), np.int64))
+
+
 def test_decoder_config_is_refused(tmp_path, rng):
     # transformers' BertModel masks attention causally when is_decoder is set; loading such a
     # checkpoint as our (bidirectional) encoder would give other hidden states without a word
