@@ -319,6 +319,8 @@ def test_mean_pool_skips_padding():
     expected = np.array([h[0].mean(0), h[1, :2].mean(0)])
     np.testing.assert_allclose(emb, expected / np.linalg.norm(expected, axis=1, keepdims=True),
                                rtol=1e-6)
+    # a model output's last_hidden_state is a Tensor: the same result, not NumPy's ufunc TypeError
+    np.testing.assert_array_equal(mean_pool(mg.tensor(h), np.array([[1, 1, 1], [1, 1, 0]])), emb)
 
 
 def test_sts_zero_shot_matches_transformers(folder, theirs, torch, tmp_path):
