@@ -36,6 +36,10 @@ class _BertWithHead(Module):
         _, rest = load_pretrained(model.bert, folder, report=report)
         head = {k: v for k, v in rest.items() if k.startswith("classifier.")}
         if head:
+            rows = np.shape(head.get("classifier.weight", head.get("classifier.bias")))[0]
+            if rows != num_labels:
+                raise ValueError(f"from_pretrained({folder}): the checkpoint's classifier has {rows} "
+                                 f"outputs but num_labels is {num_labels}")
             model.classifier.load_state_dict({k[len("classifier."):]: v for k, v in head.items()})
         return model
 

@@ -256,6 +256,19 @@ def test_empty_sequence_is_a_clear_error(rng):
         random_bert(rng)(np.zeros((2, 0), np.int64))
 
 
+def test_fine_tuned_head_of_another_size_is_named(tmp_path, rng):
+    from models.bert_tasks import BertForSequenceClassification
+
+    state = dict(random_bert(rng).state_dict())
+    state["classifier.weight"] = rng.standard_normal((3, TINY["hidden_size"])).astype(np.float32)
+    state["classifier.bias"] = np.zeros(3, np.float32)
+    folder = write_folder(tmp_path, BertConfig(**TINY), state)
+    assert BertForSequenceClassification.from_pretrained(folder, num_labels=3).num_labels == 3
+    with pytest.raises(ValueError, match=r"from_pretrained\(.*\): the checkpoint's classifier has "
+                                         "3 outputs but num_labels is 4"):
+        BertForSequenceClassification.from_pretrained(folder, num_labels=4)
+
+
 def test_decoder_config_is_refused(tmp_path, rng):
     # transformers' BertModel masks attention causally when is_decoder is set; loading such a
     # checkpoint as our (bidirectional) encoder would give other hidden states without a word
