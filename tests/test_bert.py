@@ -269,6 +269,17 @@ def test_fine_tuned_head_of_another_size_is_named(tmp_path, rng):
         BertForSequenceClassification.from_pretrained(folder, num_labels=4)
 
 
+def test_inputs_may_be_tensors(rng):
+    # input_ids and token_type_ids were read from a Tensor, attention_mask was not
+    model = random_bert(rng)
+    ids = rng.integers(1, TINY["vocab_size"], (2, 5))
+    mask, types = np.array([[1] * 5, [1] * 3 + [0] * 2]), np.zeros((2, 5), np.int64)
+    with mg.no_grad():
+        ref = model(ids, mask, types).last_hidden_state.data
+        out = model(mg.tensor(ids), mg.tensor(mask), mg.tensor(types)).last_hidden_state.data
+    np.testing.assert_array_equal(out, ref)
+
+
 def test_decoder_config_is_refused(tmp_path, rng):
     # transformers' BertModel masks attention causally when is_decoder is set; loading such a
     # checkpoint as our (bidirectional) encoder would give other hidden states without a word
