@@ -41,6 +41,19 @@ class BertConfig:
     attention_probs_dropout_prob: float = 0.1
     extra: dict = field(default_factory=dict, repr=False)  # keys we keep but do not use
 
+    def __post_init__(self):
+        # checked here, not only when reading config.json, so a config built in code cannot
+        # silently run another model (an unknown hidden_act would have run tanh-GELU)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
+            raise ValueError(f"BertConfig: hidden_act {self.hidden_act!r} is not supported")
+        if self.extra.get("is_decoder"):
+            # transformers' BertModel then masks attention causally; ours is an encoder only
+            raise ValueError("BertConfig: is_decoder=true (causal attention, a BertLMHeadModel) "
+                             "is not supported; this BertModel is an encoder")
+
     @classmethod
     def from_json_file(cls, path, **overrides):
         """The config in `path`, with `overrides` (any config.json key, e.g. num_hidden_layers
@@ -50,18 +63,11 @@ class BertConfig:
         with open(path, encoding="utf-8") as f:
             raw = {**json.load(f), **overrides}
         known = {f.name for f in fields(cls)} - {"extra"}
-        config = cls(**{k: v for k, v in raw.items() if k in known})
-        config.extra = {k: v for k, v in raw.items() if k not in known}
-        if config.hidden_size % config.num_attention_heads:
-            raise ValueError(f"{path}: hidden_size {config.hidden_size} is not divisible by "
-                             f"num_attention_heads {config.num_attention_heads}")
-        if config.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
-            raise ValueError(f"{path}: hidden_act {config.hidden_act!r} is not supported")
-        if config.extra.get("is_decoder"):
-            # transformers' BertModel then masks attention causally; ours is an encoder only
-            raise ValueError(f"{path}: is_decoder=true (causal attention, a BertLMHeadModel) is "
-                             "not supported; this BertModel is an encoder")
-        return config
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in known},
+                       extra={k: v for k, v in raw.items() if k not in known})
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def to_dict(self):
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}

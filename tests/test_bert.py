@@ -280,11 +280,21 @@ def test_inputs_may_be_tensors(rng):
     np.testing.assert_array_equal(out, ref)
 
 
+def test_config_built_in_code_is_checked():
+    # an unknown activation used to run tanh-GELU silently; a bad head count failed in reshape
+    with pytest.raises(ValueError, match="BertConfig: hidden_act 'silu' is not supported"):
+        BertConfig(**TINY, hidden_act="silu")
+    with pytest.raises(ValueError, match="BertConfig: hidden_size 30 is not divisible by "
+                                         "num_attention_heads 4"):
+        BertConfig(**{**TINY, "hidden_size": 30})
+
+
 def test_decoder_config_is_refused(tmp_path, rng):
     # transformers' BertModel masks attention causally when is_decoder is set; loading such a
     # checkpoint as our (bidirectional) encoder would give other hidden states without a word
     state = dict(random_bert(rng).state_dict())
-    folder = write_folder(tmp_path, BertConfig(**TINY, extra={"is_decoder": True}), state)
+    folder = write_folder(tmp_path, BertConfig(**TINY), state)
+    (folder / "config.json").write_text(json.dumps({**BertConfig(**TINY).to_dict(), "is_decoder": True}))
     with pytest.raises(ValueError, match="is_decoder"):
         BertModel.from_pretrained(folder)
     folder = write_folder(tmp_path / "encoder", BertConfig(**TINY, extra={"is_decoder": False}), state)
