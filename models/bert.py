@@ -12,13 +12,14 @@ Attribute paths equal the Hugging Face checkpoint keys (`encoder.layer.0.attenti
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 import minigrad.functional as F
 from minigrad import io
-from minigrad.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, additive_mask
+from minigrad.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, additive_mask, init
 from minigrad.nn.attention import merge_heads, split_heads
 from minigrad.nn.layers import check_float_input
 from models.tokenizer import default_model_dir  # noqa: F401  (re-exported: the bundled MiniLM)
@@ -40,21 +41,33 @@ class BertConfig:
     attention_probs_dropout_prob: float = 0.1
     extra: dict = field(default_factory=dict, repr=False)  # keys we keep but do not use
 
+    def __post_init__(self):
+        # checked here, not only when reading config.json, so a config built in code cannot
+        # silently run another model (an unknown hidden_act would have run tanh-GELU)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
+            raise ValueError(f"BertConfig: hidden_act {self.hidden_act!r} is not supported")
+        if self.extra.get("is_decoder"):
+            # transformers' BertModel then masks attention causally; ours is an encoder only
+            raise ValueError("BertConfig: is_decoder=true (causal attention, a BertLMHeadModel) "
+                             "is not supported; this BertModel is an encoder")
+
     @classmethod
-    def from_json_file(cls, path):
+    def from_json_file(cls, path, **overrides):
+        """The config in `path`, with `overrides` (any config.json key, e.g. num_hidden_layers
+        or classifier_dropout, as transformers' from_pretrained kwargs) replacing its values."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"BertConfig: no config.json at {path}")
         with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
+            raw = {**json.load(f), **overrides}
         known = {f.name for f in fields(cls)} - {"extra"}
-        config = cls(**{k: v for k, v in raw.items() if k in known})
-        config.extra = {k: v for k, v in raw.items() if k not in known}
-        if config.hidden_size % config.num_attention_heads:
-            raise ValueError(f"{path}: hidden_size {config.hidden_size} is not divisible by "
-                             f"num_attention_heads {config.num_attention_heads}")
-        if config.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
-            raise ValueError(f"{path}: hidden_act {config.hidden_act!r} is not supported")
-        return config
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in known},
+                       extra={k: v for k, v in raw.items() if k not in known})
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def to_dict(self):
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
@@ -218,6 +231,8 @@ class BertModel(Module):
         of the matrix products of the forward, and of the backward."""
         input_ids = check_ids(input_ids, "input_ids", self.config.vocab_size)
         B, T = input_ids.shape
+        if T == 0:  # the softmax over no keys is undefined; the tokenizer always adds [CLS] [SEP]
+            raise ValueError(f"BertModel: input_ids {input_ids.shape} has no tokens")
         if T > self.config.max_position_embeddings:
             raise ValueError(f"BertModel: sequence length {T} exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}; truncate in the tokenizer")
@@ -239,9 +254,7 @@ class BertModel(Module):
     def from_pretrained(cls, folder=None, report=False, **config_overrides):
         """Read `config.json` and `model.safetensors` from `folder` (default: the bundled MiniLM)."""
         folder = folder or default_model_dir()
-        config = BertConfig.from_json_file(os.path.join(folder, "config.json"))
-        for k, v in config_overrides.items():
-            setattr(config, k, v)
+        config = BertConfig.from_json_file(os.path.join(folder, "config.json"), **config_overrides)
         model = cls(config)
         load_pretrained(model, folder, report=report)
         return model
@@ -276,7 +289,9 @@ def load_pretrained(model, folder, report=False):
     """Load `folder/model.safetensors` into the BertModel `model`.
 
     Accepts keys with or without the `bert.` prefix, renames legacy names, skips buffers, and
-    raises one error listing every missing key and shape mismatch. Returns the load report and
+    raises one error listing every missing key and shape mismatch. A checkpoint without any
+    pooler weights (as transformers saves a masked-LM or token-classification model) gets a new
+    pooler and a warning, as in transformers. Returns the load report and
     the tensors no BertModel parameter took (a task head's `classifier.*`, for the caller).
     """
     path = os.path.join(folder, "model.safetensors")
@@ -298,6 +313,11 @@ def load_pretrained(model, folder, report=False):
         else:
             rest[name] = arr
     missing = [k for k in own if k not in mapped]
+    # transformers saves BertForMaskedLM and BertForTokenClassification without a pooler
+    pooler = [k for k in own if k.startswith("pooler.")]
+    new_pooler = bool(pooler) and set(missing) == set(pooler)
+    if new_pooler:
+        missing = []
     mismatched = [f"{k}: checkpoint {arr.shape} vs model {own[k].shape}"
                   for k, arr in mapped.items() if arr.shape != own[k].shape]
     if missing or mismatched:
@@ -306,6 +326,11 @@ def load_pretrained(model, folder, report=False):
                          + (f"shape mismatches: {'; '.join(mismatched)}" if mismatched else ""))
     for k, arr in mapped.items():
         own[k].data[...] = arr
+    if new_pooler:  # as transformers does: a new pooler, initialised the BERT way, and a warning
+        init.normal_(model.pooler.dense.weight, 0.0, model.config.extra.get("initializer_range", 0.02))
+        init.zeros_(model.pooler.dense.bias)
+        warnings.warn(f"from_pretrained({folder}): the checkpoint has no pooler; {pooler} are "
+                      "newly initialised (train them before using pooler_output)")
     result = {"mapped": sorted(mapped), "renamed": renamed, "ignored": ignored + sorted(rest)}
     if report:
         print(f"loaded {path}: {len(mapped)} mapped, {len(renamed)} renamed {renamed}, "
@@ -315,9 +340,11 @@ def load_pretrained(model, folder, report=False):
 
 # ---- sentence embeddings ----------------------------------------------------------------------
 def mean_pool(last_hidden_state, attention_mask):
-    """Mean over tokens whose mask is 1, then L2 normalise: (B, T, C) -> (B, C) ndarray."""
+    """Mean over tokens whose mask is 1, then L2 normalise: (B, T, C) -> (B, C) ndarray.
+    A Tensor (a model output's last_hidden_state) is read as its values, without gradient."""
+    h = np.asarray(getattr(last_hidden_state, "data", last_hidden_state))
     m = np.asarray(attention_mask, np.float32)[:, :, None]
-    summed = (last_hidden_state * m).sum(axis=1)
+    summed = (h * m).sum(axis=1)
     emb = summed / np.maximum(m.sum(axis=1), 1e-9)
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 

@@ -30,14 +30,16 @@ class _BertWithHead(Module):
         """Body from `folder`'s model.safetensors; the head too when the file holds `classifier.*`
         (a fine-tuned or merged export), else a new head of `num_labels` outputs."""
         folder = folder or default_model_dir()
-        config = BertConfig.from_json_file(os.path.join(folder, "config.json"))
-        for k, v in config_overrides.items():
-            setattr(config, k, v)
+        config = BertConfig.from_json_file(os.path.join(folder, "config.json"), **config_overrides)
         num_labels = num_labels or config.extra.get("num_labels") or len(config.extra.get("id2label", {})) or 2
         model = cls(config, num_labels)
         _, rest = load_pretrained(model.bert, folder, report=report)
         head = {k: v for k, v in rest.items() if k.startswith("classifier.")}
         if head:
+            rows = np.shape(head.get("classifier.weight", head.get("classifier.bias")))[0]
+            if rows != num_labels:
+                raise ValueError(f"from_pretrained({folder}): the checkpoint's classifier has {rows} "
+                                 f"outputs but num_labels is {num_labels}")
             model.classifier.load_state_dict({k[len("classifier."):]: v for k, v in head.items()})
         return model
 

@@ -64,10 +64,9 @@ class Tokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"{folder}: no tokenizer.json (a Hugging Face fast-tokenizer "
                                     "file is needed; save one with tokenizer.save_pretrained)")
-        model_max_length = 512
         config = folder / "config.json"
-        if config.is_file():
-            model_max_length = json.loads(config.read_text())["max_position_embeddings"]
+        raw = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+        model_max_length = raw.get("max_position_embeddings", 512)  # BertConfig's default too
         tok = tokenizers.Tokenizer.from_file(str(path))
         pad_id = tok.token_to_id("[PAD]")
         return cls(tok, model_max_length, 0 if pad_id is None else pad_id)

@@ -69,9 +69,14 @@ class Transformer(nn.Module):
         if ids.ndim != 2:
             raise ValueError(f"Transformer: expected ids of shape (B, T), got {ids.shape}")
         T = ids.shape[1]
+        if T == 0:  # the softmax over no keys is undefined
+            raise ValueError(f"Transformer: ids {ids.shape} has no tokens")
         if T > self.config.max_len:
             raise ValueError(f"Transformer: sequence length {T} exceeds max_len "
                              f"{self.config.max_len}")
+        if attention_mask is not None and np.shape(attention_mask) != ids.shape:
+            raise ValueError(f"Transformer: attention_mask has shape {np.shape(attention_mask)}, "
+                             f"ids has {ids.shape}")
         mask = None if attention_mask is None else nn.additive_mask(attention_mask)  # (B, 1, 1, T)
         x = self.tok_emb(ids) + self.pos_emb(np.arange(T))  # (B, T, C) + (T, C) -> (B, T, C)
         x = self.dropout(x)

@@ -223,6 +223,84 @@ def test_missing_keys_are_named(tmp_path, rng):
     assert "encoder.layer.1.attention.self.key.bias" in str(e.value)
 
 
+def test_checkpoint_without_pooler_gets_a_new_one(tmp_path, rng):
+    # transformers saves BertForTokenClassification and BertForMaskedLM without pooler weights;
+    # transformers' BertModel loads such a folder with a new pooler, and so must ours
+    source = random_bert(rng)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("pooler.")}
+    folder = write_folder(tmp_path, source.config, state)
+    with pytest.warns(UserWarning, match="no pooler"):
+        loaded = BertModel.from_pretrained(folder).eval()
+    for key, arr in state.items():
+        np.testing.assert_array_equal(loaded.state_dict()[key], arr, err_msg=key)
+    w = loaded.pooler.dense.weight.data
+    assert abs(float(w.std()) - 0.02) < 0.005 and not loaded.pooler.dense.bias.data.any()
+
+
+def test_config_overrides_reach_every_key(tmp_path, rng):
+    # as transformers' from_pretrained kwargs: a key BertConfig has no field for (the head's
+    # classifier_dropout) must act too, not only the fields
+    from models.bert_tasks import BertForSequenceClassification
+
+    folder = write_folder(tmp_path, BertConfig(**TINY), dict(random_bert(rng).state_dict()))
+    model = BertForSequenceClassification.from_pretrained(folder, num_labels=2, classifier_dropout=0.0,
+                                                          attention_probs_dropout_prob=0.3)
+    assert model.dropout.p == 0.0
+    assert model.bert.encoder.layer[0].attention.self.dropout.p == 0.3
+    with pytest.raises(ValueError, match="hidden_act"):
+        BertModel.from_pretrained(folder, hidden_act="swish")
+
+
+def test_empty_sequence_is_a_clear_error(rng):
+    with pytest.raises(ValueError, match=r"BertModel: input_ids \(2, 0\) has no tokens"):
+        random_bert(rng)(np.zeros((2, 0), np.int64))
+
+
+def test_fine_tuned_head_of_another_size_is_named(tmp_path, rng):
+    from models.bert_tasks import BertForSequenceClassification
+
+    state = dict(random_bert(rng).state_dict())
+    state["classifier.weight"] = rng.standard_normal((3, TINY["hidden_size"])).astype(np.float32)
+    state["classifier.bias"] = np.zeros(3, np.float32)
+    folder = write_folder(tmp_path, BertConfig(**TINY), state)
+    assert BertForSequenceClassification.from_pretrained(folder, num_labels=3).num_labels == 3
+    with pytest.raises(ValueError, match=r"from_pretrained\(.*\): the checkpoint's classifier has "
+                                         "3 outputs but num_labels is 4"):
+        BertForSequenceClassification.from_pretrained(folder, num_labels=4)
+
+
+def test_inputs_may_be_tensors(rng):
+    # input_ids and token_type_ids were read from a Tensor, attention_mask was not
+    model = random_bert(rng)
+    ids = rng.integers(1, TINY["vocab_size"], (2, 5))
+    mask, types = np.array([[1] * 5, [1] * 3 + [0] * 2]), np.zeros((2, 5), np.int64)
+    with mg.no_grad():
+        ref = model(ids, mask, types).last_hidden_state.data
+        out = model(mg.tensor(ids), mg.tensor(mask), mg.tensor(types)).last_hidden_state.data
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_config_built_in_code_is_checked():
+    # an unknown activation used to run tanh-GELU silently; a bad head count failed in reshape
+    with pytest.raises(ValueError, match="BertConfig: hidden_act 'silu' is not supported"):
+        BertConfig(**TINY, hidden_act="silu")
+    with pytest.raises(ValueError, match="BertConfig: hidden_size 30 is not divisible by "
+                                         "num_attention_heads 4"):
+        BertConfig(**{**TINY, "hidden_size": 30})
+
+
+def test_decoder_config_is_refused(tmp_path, rng):
+    # transformers' BertModel masks attention causally when is_decoder is set; loading such a
+    # checkpoint as our (bidirectional) encoder would give other hidden states without a word
+    state = dict(random_bert(rng).state_dict())
+    folder = write_folder(tmp_path, BertConfig(**TINY), state)
+    (folder / "config.json").write_text(json.dumps({**BertConfig(**TINY).to_dict(), "is_decoder": True}))
+    with pytest.raises(ValueError, match="is_decoder"):
+        BertModel.from_pretrained(folder)
+    folder = write_folder(tmp_path / "encoder", BertConfig(**TINY, extra={"is_decoder": False}), state)
+    BertModel.from_pretrained(folder)
+
+
 def test_bert_prefix_and_legacy_layernorm_names_load(tmp_path, rng, capsys):
     source = random_bert(rng)
     renamed = {}
@@ -275,6 +353,8 @@ def test_mean_pool_skips_padding():
     expected = np.array([h[0].mean(0), h[1, :2].mean(0)])
     np.testing.assert_allclose(emb, expected / np.linalg.norm(expected, axis=1, keepdims=True),
                                rtol=1e-6)
+    # a model output's last_hidden_state is a Tensor: the same result, not NumPy's ufunc TypeError
+    np.testing.assert_array_equal(mean_pool(mg.tensor(h), np.array([[1, 1, 1], [1, 1, 0]])), emb)
 
 
 def test_sts_zero_shot_matches_transformers(folder, theirs, torch, tmp_path):

@@ -126,3 +126,10 @@ def test_align_labels_truncated_word_and_errors():
 def test_missing_folder_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
         Tokenizer.from_folder(tmp_path)
+
+
+def test_config_without_max_position_embeddings(tmp_path):
+    # BertConfig takes 512 when config.json leaves the key out; the tokenizer raised KeyError
+    (tmp_path / "tokenizer.json").write_bytes((default_model_dir() / "tokenizer.json").read_bytes())
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    assert Tokenizer.from_folder(tmp_path).model_max_length == 512

@@ -83,6 +83,11 @@ def test_transformer_shapes_and_padding():
         assert names[:3] == ["tok_emb.weight", "pos_emb.weight", "layers.0.attn.query.weight"]
     with pytest.raises(ValueError, match="Transformer: sequence length 7 exceeds max_len 6"):
         model(np.zeros((1, 7), np.int64))
+    with pytest.raises(ValueError, match=r"Transformer: ids \(2, 0\) has no tokens"):
+        model(np.zeros((2, 0), np.int64))
+    for bad in (np.ones(6), np.ones((2, 5)), np.ones((3, 6))):  # as BertModel: name both shapes
+        with pytest.raises(ValueError, match=r"Transformer: attention_mask has shape .* ids has \(2, 6\)"):
+            model(ids, bad)
 
 
 def test_transformer_trains_in_process():

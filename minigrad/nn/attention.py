@@ -12,8 +12,9 @@ from .module import Module
 
 
 def additive_mask(attention_mask, dtype=np.float32):
-    """attention_mask (B, T) of 1 (token) / 0 (padding) -> additive mask (B, 1, 1, T)."""
-    m = np.asarray(attention_mask)
+    """attention_mask (B, T) of 1 (token) / 0 (padding), an array or a Tensor -> additive mask
+    (B, 1, 1, T)."""
+    m = np.asarray(getattr(attention_mask, "data", attention_mask))
     return ((1.0 - m[:, None, None, :].astype(dtype)) * np.finfo(dtype).min).astype(dtype)
 
 
