@@ -349,10 +349,15 @@ def mean_pool(last_hidden_state, attention_mask):
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
-def sentence_embeddings(model, tokenizer, texts, batch_size=64, max_length=128):
-    """The recipe of all-MiniLM-L6-v2: masked mean of the last hidden state, L2-normalised."""
+def sentence_embeddings(model, tokenizer, texts, batch_size=64, max_length=256):
+    """The recipe of all-MiniLM-L6-v2: masked mean of the last hidden state, L2-normalised.
+
+    max_length 256 is that recipe's (sentence_bert_config.json's max_seq_length); the model is
+    run in eval mode and left in the mode it was in.
+    """
     from minigrad import no_grad
 
+    was_training = model.training
     model.eval()
     out = []
     with no_grad():
@@ -360,6 +365,7 @@ def sentence_embeddings(model, tokenizer, texts, batch_size=64, max_length=128):
             enc = tokenizer.encode(texts[i:i + batch_size], max_length=max_length)
             h = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state
             out.append(mean_pool(h.data, enc["attention_mask"]))
+    model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
 
 

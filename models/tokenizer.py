@@ -79,7 +79,8 @@ class Tokenizer:
         """texts: list of B str, text_pairs: None or list of B str ->
         dict of `input_ids`, `attention_mask`, `token_type_ids` (B, T) int64 and `word_ids`
         (B lists of length T: index of the word within its sequence, None for special tokens
-        and padding). Pairs are truncated longest-first, as in transformers."""
+        and padding). Pairs are truncated longest-first, as in transformers; max_length=None
+        means the model's own limit (max_position_embeddings)."""
         _check_strings("texts", texts)
         if text_pairs is None:
             inputs = list(texts)
@@ -102,6 +103,8 @@ class Tokenizer:
     def _encode_batch(self, inputs, max_length, is_pretokenized):
         if len(inputs) == 0:
             raise ValueError("encode: empty batch")
+        if max_length is None:  # as transformers: the model's own limit
+            max_length = self.model_max_length
         if max_length > self.model_max_length:
             warnings.warn(f"tokenizer: max_length={max_length} exceeds the model's "
                           f"{self.model_max_length} positions; using {self.model_max_length}")

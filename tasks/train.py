@@ -135,7 +135,9 @@ class Trainer:
 
     # ---- evaluation --------------------------------------------------------------------------------
     def predict(self, data, split):
-        """Logits for every example of `data`, in the data's order (eval mode, no graph)."""
+        """Logits for every example of `data`, in the data's order (eval mode, no graph); the
+        model is left in the mode it was in."""
+        was_training = self.model.training
         self.model.eval()
         logits = [None] * len(data)
         with minigrad.no_grad():
@@ -144,7 +146,7 @@ class Trainer:
                 for row, i in enumerate(index):
                     lg = out.logits.data[row]
                     logits[i] = lg[:len(data.ids[i])] if lg.ndim == 2 else lg
-        self.model.train()
+        self.model.train(was_training)
         return logits
 
     def evaluate(self, data, split):

@@ -337,11 +337,17 @@ def torch_sentence_embeddings(torch, model, folder, texts, max_length):
 
 
 def test_sentence_embeddings_match_transformers(ours, theirs, tokenizer, folder, torch):
+    long_text = " ".join(["the river bends past the old mill and the willows"] * 20)  # ~200 pieces
     texts = ["A cat sits on the mat.", "Stocks fell sharply on Monday after the announcement.",
-             "hi", "Two dogs are running through a field of tall grass."]
-    mine = sentence_embeddings(ours, tokenizer, texts)
-    ref = torch_sentence_embeddings(torch, theirs, folder, texts, max_length=128)
-    assert mine.shape == (4, ours.config.hidden_size)
+             "hi", "Two dogs are running through a field of tall grass.", long_text]
+    was_training = ours.training
+    ours.train()
+    mine = sentence_embeddings(ours, tokenizer, texts)  # the recipe's 256 tokens by default
+    assert ours.training, "sentence_embeddings left the model in eval mode"
+    ours.train(was_training)
+    ref = torch_sentence_embeddings(torch, theirs, folder, texts, max_length=256)
+    assert len(tokenizer.encode([long_text], max_length=None)["input_ids"][0]) > 128
+    assert mine.shape == (5, ours.config.hidden_size)
     np.testing.assert_allclose(np.linalg.norm(mine, axis=1), 1.0, atol=1e-6)
     assert np.abs(mine - ref).max() <= TOL_EMB
 

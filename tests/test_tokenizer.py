@@ -93,6 +93,12 @@ def test_never_exceeds_model_positions(tok):
     assert "exceeds the model's 512 positions" in str(record[0].message)
     assert "were truncated" in str(record[1].message)
     assert batch["input_ids"].shape == (1, 512)
+    with pytest.warns(UserWarning, match="were truncated"):  # None: the model's limit, as transformers
+        batch = tok.encode(["word " * 600], max_length=None)
+    assert batch["input_ids"].shape == (1, 512)
+    with pytest.warns(UserWarning, match="were truncated"):
+        batch = tok.encode_words([["word"] * 600], max_length=None)
+    assert batch["input_ids"].shape == (1, 512)
 
 
 def test_bad_inputs_raise(tok):

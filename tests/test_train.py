@@ -434,3 +434,16 @@ def test_a_nan_metric_is_not_kept_as_the_best(tmp_path, one_thread):
     trainer.evaluate_fn = lambda logits, data: {"accuracy": next(values)}
     state = trainer.fit()
     assert (state["best"], state["best_epoch"], state["epoch"]) == (0.6, 3, 4)
+
+
+def test_predict_leaves_the_model_in_its_mode(tmp_path):
+    """predict runs in eval mode (no dropout: two calls agree) and hands the model back as it
+    found it, in eval mode too, where it switched an eval-mode model to training."""
+    trainer = tiny_trainer(tmp_path)
+    data = trainer.valid
+    for training in (True, False):
+        trainer.model.train(training)
+        first = trainer.predict(data, "valid")
+        assert trainer.model.training is training
+        second = trainer.predict(data, "valid")
+        assert all(np.array_equal(a, b) for a, b in zip(first, second))
