@@ -96,6 +96,20 @@ def test_reassigning_and_sharing_parameters():
     assert len(m.parameters()) == len({id(p) for p in m.parameters()}) == 3
 
 
+def test_shared_module_is_listed_once_and_slices_keep_their_kind():
+    """As torch: named_modules lists a module reachable twice under its first name (so LoRA,
+    like PEFT, wraps it once); a slice of a Sequential is a Sequential that runs."""
+    shared, middle = nn.Linear(4, 4), nn.Linear(4, 4)
+    seq = nn.Sequential(shared, middle, shared)
+    assert [name for name, _ in seq.named_modules()] == ["", "0", "1"]
+    head = seq[0:2]
+    assert type(head) is nn.Sequential and list(head) == [shared, middle]
+    x = mg.Tensor(np.ones((2, 4), np.float32))
+    np.testing.assert_array_equal(head(x).data, middle(shared(x)).data)
+    assert type(nn.ModuleList([shared, middle])[1:]) is nn.ModuleList
+    assert seq[-1] is shared
+
+
 def test_replacing_a_child_or_parameter_keeps_its_place():
     """As in torch: a reassigned name stays where it was, so a Sequential still runs in order."""
     seq = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))

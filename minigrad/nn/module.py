@@ -66,10 +66,15 @@ class Module:
 
     # ---- traversal ----------------------------------------------------------------------
     def named_modules(self, prefix=""):
-        """(dotted name, module) for this module and every descendant, depth first."""
-        stack = [(prefix, self)]
+        """(dotted name, module) for this module and every descendant, depth first; a module
+        reachable by two paths (shared, as a tied layer) comes once, under its first name, as in
+        torch."""
+        stack, seen = [(prefix, self)], set()
         while stack:
             name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
             yield name, module
             children = [(f"{name}.{n}" if name else n, m) for n, m in module._modules.items()]
             stack.extend(reversed(children))
@@ -177,7 +182,11 @@ class ModuleList(Module):
         return self
 
     def __getitem__(self, i):
-        return list(self._modules.values())[i]
+        """One module by index, or a slice as a new container of the same kind (as torch)."""
+        items = list(self._modules.values())[i]
+        if isinstance(i, slice):
+            return Sequential(*items) if isinstance(self, Sequential) else ModuleList(items)
+        return items
 
     def __len__(self):
         return len(self._modules)
