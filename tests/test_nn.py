@@ -346,6 +346,24 @@ def test_attention_mask_hides_padding():
     np.testing.assert_allclose(attn(mg.Tensor(x), mask).data[0, :3], y[0, :3], rtol=1e-5, atol=1e-6)
 
 
+def test_attention_dropout_drops_probabilities_not_outputs():
+    """As torch's MultiheadAttention(dropout=p): with every value vector all ones and the output
+    projection the identity, a head's output row is the sum of its kept, rescaled probabilities,
+    one number repeated over the head's D columns (an output dropout would zero single columns);
+    eval mode drops nothing."""
+    mg.manual_seed(0)
+    attn = nn.MultiHeadSelfAttention(8, 2, dropout=0.5)
+    attn.value.weight.data[:] = 0.0
+    attn.value.bias.data[:] = 1.0
+    attn.out.weight.data[:] = np.eye(8, dtype=np.float32)
+    attn.out.bias.data[:] = 0.0
+    x = mg.Tensor(np.random.default_rng(0).standard_normal((2, 6, 8)).astype(np.float32))
+    y = attn(x).data.reshape(2, 6, 2, 4)  # (B, T, H, D)
+    np.testing.assert_allclose(y, np.broadcast_to(y[..., :1], y.shape), rtol=1e-6)
+    assert np.abs(y - 1.0).max() > 0.1  # some probabilities were dropped
+    np.testing.assert_allclose(attn.eval()(x).data, 1.0, rtol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
 def test_encoder_layer_matches_torch(dtype, norm_first):

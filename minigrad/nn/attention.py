@@ -31,7 +31,11 @@ def merge_heads(x):
 
 
 class MultiHeadSelfAttention(Module):
-    """softmax(Q K^T / sqrt(D) + mask) V over H heads, then an output projection."""
+    """dropout(softmax(Q K^T / sqrt(D) + mask)) V over H heads, then an output projection.
+
+    As torch's MultiheadAttention, `dropout` drops attention probabilities (in training mode
+    only); the output itself is not dropped here (the layer around it does that).
+    """
 
     def __init__(self, hidden_size, num_heads, dropout=0.0):
         super().__init__()
@@ -43,7 +47,7 @@ class MultiHeadSelfAttention(Module):
         self.key = Linear(hidden_size, hidden_size)
         self.value = Linear(hidden_size, hidden_size)
         self.out = Linear(hidden_size, hidden_size)
-        self.dropout = Dropout(dropout)
+        self.dropout = float(dropout)  # a probability, as torch's MultiheadAttention.dropout
 
     def forward(self, x, mask=None):
         check_float_input(self, x, self.hidden_size)
@@ -53,10 +57,11 @@ class MultiHeadSelfAttention(Module):
         k = split_heads(self.key(x), self.num_heads)
         v = split_heads(self.value(x), self.num_heads)
         try:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,  # (B, H, T, D)
+                                                 dropout_p=self.dropout if self.training else 0.0)
         except ValueError as err:  # a wrong mask: say which layer received it
             raise ValueError(f"MultiHeadSelfAttention: {err}") from None
-        return self.dropout(self.out(merge_heads(ctx)))
+        return self.out(merge_heads(ctx))
 
 
 class TransformerEncoderLayer(Module):
@@ -64,6 +69,8 @@ class TransformerEncoderLayer(Module):
 
     post-LN (BERT): x = LN(x + attn(x)); x = LN(x + ffn(x)).
     pre-LN:         x = x + attn(LN(x)); x = x + ffn(LN(x)).
+    `dropout` applies where BERT's does: to the attention probabilities, and to the attention
+    block's and the feed-forward block's outputs before each residual add.
     """
 
     def __init__(self, hidden_size, num_heads, ffn_size, dropout=0.0, eps=1e-5, norm_first=False):
@@ -84,7 +91,7 @@ class TransformerEncoderLayer(Module):
         # checked here too: pre-LN would otherwise report the error as LayerNorm's
         check_float_input(self, x, self.attn.hidden_size)
         if self.norm_first:
-            x = x + self.attn(self.norm1(x), mask)
+            x = x + self.dropout(self.attn(self.norm1(x), mask))
             return x + self.ffn(self.norm2(x))
-        x = self.norm1(x + self.attn(x, mask))
+        x = self.norm1(x + self.dropout(self.attn(x, mask)))
         return self.norm2(x + self.ffn(x))
