@@ -11,12 +11,16 @@ def to_dot(tensor, name="minigrad"):
     """DOT text of every tensor and op that produced `tensor`, inputs pointing to outputs."""
     from .function import Node, graph_nodes
 
-    lines = [f"digraph {name} {{", "  rankdir=BT;", '  node [fontname="monospace", fontsize=10];']
+    def quoted(text):  # a DOT string: backslashes and quotes escaped
+        return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"digraph {quoted(name)} {{", "  rankdir=BT;",
+             '  node [fontname="monospace", fontsize=10];']
 
     def box(key, label_name, shape, dtype, requires_grad):
         label = f"{label_name + ' ' if label_name else ''}{tuple(shape)} {dtype}"
         style = ', style=filled, fillcolor="#dde8f7"' if requires_grad else ""
-        lines.append(f'  t{key} [shape=box, label="{label}"{style}];')
+        lines.append(f"  t{key} [shape=box, label={quoted(label)}{style}];")
 
     if tensor._node is None:
         box(id(tensor), tensor.name, tensor.shape, tensor.dtype, tensor.requires_grad)

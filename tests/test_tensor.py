@@ -297,3 +297,12 @@ def test_viz_names_the_ops():
     for op in ("Linear", "Softmax", "Sum"):
         assert f'label="{op}"' in dot
     assert "(2, 3) float32" in dot and "(4, 3) float32" in dot and "filled" in dot
+
+
+def test_viz_escapes_names():
+    """A name holding quotes or backslashes stays inside its DOT string (it ended it early)."""
+    x = mg.randn(2, 3, requires_grad=True)
+    x.name = 'say "hi" \\ there'
+    dot = mg.viz.to_dot(x.sum(), name="my graph")
+    assert dot.startswith('digraph "my graph" {')
+    assert 'label="say \\"hi\\" \\\\ there (2, 3) float32"' in dot
