@@ -61,6 +61,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
         if bad.any():
             worst = np.unravel_index(np.argmax(np.where(bad, np.nan_to_num(err, nan=np.inf), -1.0)),
                                      err.shape)  # the largest error among those out of tolerance
+            worst = tuple(int(k) for k in worst)  # printed (0, 2), not (np.int64(0), np.int64(2))
             raise AssertionError(
                 f"gradcheck {op}: input {i} {x.shape}: max error {err[worst]:.3g} at {worst} "
                 f"(analytic {analytic[worst]:.6g}, numeric {numeric[worst]:.6g}); "

@@ -41,3 +41,20 @@ def test_block_extraction(tmp_path):
     md = "intro\n```python\nx = 1\n```\n```text\nnot run\n```\n```python\nassert x == 1\n```\n"
     (tmp_path / "probe.md").write_text(md)
     assert python_blocks(tmp_path / "probe.md") == [(3, "x = 1\n"), (9, "assert x == 1\n")]
+
+
+def test_breakpoints_in_docs_are_on_statements():
+    """A `b path.py:N` shown in the course must name a line pdb can stop at: a statement, not a
+    blank line, a comment or a docstring (pdb refuses those, or never stops)."""
+    import ast
+
+    root = DOCS.parent
+    found = []
+    for path in DOC_FILES:
+        for rel, line in re.findall(r"\bb ([\w/]+\.py):(\d+)", path.read_text(encoding="utf-8")):
+            tree = ast.parse((root / rel).read_text(encoding="utf-8"))
+            lines = {n.lineno for n in ast.walk(tree) if isinstance(n, ast.stmt)
+                     and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))}
+            found.append(rel)
+            assert int(line) in lines, f"{path.name}: breakpoint {rel}:{line} is not on a statement"
+    assert found, "the kernels chapter shows a pdb breakpoint"

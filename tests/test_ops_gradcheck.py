@@ -180,6 +180,8 @@ def test_gradcheck_catches_a_wrong_backward():
 
     with pytest.raises(AssertionError, match="Square: input 0"):
         gradcheck(lambda x: Square.apply(x), [leaf(3)])
+    with pytest.raises(AssertionError, match=r"Square: input 0 \(2, 3\): .* at \(\d, \d\) \(analytic"):
+        gradcheck(lambda x: Square.apply(x), [leaf(2, 3)])  # the worst element as plain ints
 
 
 def test_gradcheck_fails_on_nan_and_on_nothing_to_check():
