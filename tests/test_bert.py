@@ -106,6 +106,17 @@ def test_parity_tool_flags_errors_above_tolerance():
     assert parity.format_table(rows, 1e-4).count("FAIL") == 2
 
 
+def test_parity_tool_flags_nan_states():
+    """A layer whose output holds a nan has a nan error, which no `>` comparison catches."""
+    ours = np.ones((2, 3, 4), np.float32)
+    broken = ours.copy()
+    broken[0, 1, 2] = np.nan
+    rows = parity.parity_rows(([ours, broken], ours[:, 0]), ([ours, ours], ours[:, 0]),
+                              np.ones((2, 3), np.int64))
+    assert parity.failed_stages(rows, 1e-4) == ["layer 1"]
+    assert "FAIL" in parity.format_table(rows, 1e-4)
+
+
 def test_parity_tool_without_transformers(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
     assert parity.main(["--check-parity"]) == 0
