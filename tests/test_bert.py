@@ -77,7 +77,7 @@ def test_every_layer_matches_transformers(ours, theirs, batch, path):
     n = ours.config.num_hidden_layers
     assert [r[0] for r in rows] == ["embeddings"] + [f"layer {i}" for i in range(1, n + 1)] + ["pooler"]
     worst = {name: max_abs for name, max_abs, _, _ in rows}
-    assert max(worst.values()) <= TOL_STATES, worst
+    assert all(e <= TOL_STATES for e in worst.values()), worst  # max() would skip a nan
 
 
 @pytest.mark.parametrize("path", ["fused", "ref"])
