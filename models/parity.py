@@ -128,8 +128,10 @@ def check_parity(folder):
 
 
 def failed_stages(rows, tolerance=TOLERANCE):
-    """The stages whose max abs or max rel error exceeds `tolerance` (padding is not judged)."""
-    return [name for name, max_abs, max_rel, _ in rows if max_abs > tolerance or max_rel > tolerance]
+    """The stages whose max abs or max rel error exceeds `tolerance` or is nan (a nan or inf in
+    either model's states; padding is not judged)."""
+    return [name for name, max_abs, max_rel, _ in rows
+            if not (max_abs <= tolerance and max_rel <= tolerance)]  # nan compares False
 
 
 def format_table(rows, tolerance=TOLERANCE):

@@ -28,6 +28,7 @@ from models.bert import default_model_dir
 from models.bert_tasks import BertForSequenceClassification
 from models.tokenizer import Tokenizer
 from tasks.batching import encode_texts, make_batches
+from tasks.cli import _non_negative_float, _non_negative_int, _positive_int
 from tasks.data import rotten_tomatoes
 from tasks.train import Trainer, prepare_model
 
@@ -46,15 +47,15 @@ def rss_mb():
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m tasks.soak", description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=2000, help="measured steps, after the warm-up")
-    p.add_argument("--warmup", type=int, default=20, help="steps run before the first reading")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=16, help="tokens per example (truncated)")
-    p.add_argument("--examples", type=int, default=512, help="training snippets, cycled")
-    p.add_argument("--max-growth", type=float, default=5.0, help="allowed RSS growth in percent")
-    p.add_argument("--report-every", type=int, default=500, help="print RSS every N steps")
+    p.add_argument("--steps", type=_positive_int, default=2000, help="measured steps, after the warm-up")
+    p.add_argument("--warmup", type=_non_negative_int, default=20, help="steps run before the first reading")
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--max-length", type=_positive_int, default=16, help="tokens per example (truncated)")
+    p.add_argument("--examples", type=_positive_int, default=512, help="training snippets, cycled")
+    p.add_argument("--max-growth", type=_non_negative_float, default=5.0, help="allowed RSS growth in percent")
+    p.add_argument("--report-every", type=_positive_int, default=500, help="print RSS every N steps")
     p.add_argument("--model", help="a BERT folder (default: the bundled all-MiniLM-L6-v2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     return p
 
 

@@ -77,7 +77,7 @@ def test_every_layer_matches_transformers(ours, theirs, batch, path):
     n = ours.config.num_hidden_layers
     assert [r[0] for r in rows] == ["embeddings"] + [f"layer {i}" for i in range(1, n + 1)] + ["pooler"]
     worst = {name: max_abs for name, max_abs, _, _ in rows}
-    assert max(worst.values()) <= TOL_STATES, worst
+    assert all(e <= TOL_STATES for e in worst.values()), worst  # max() would skip a nan
 
 
 @pytest.mark.parametrize("path", ["fused", "ref"])
@@ -104,6 +104,17 @@ def test_parity_tool_flags_errors_above_tolerance():
             ("pooler", 1e-6, 2e-4, float("nan"))]
     assert parity.failed_stages(rows, 1e-4) == ["layer 1", "pooler"]
     assert parity.format_table(rows, 1e-4).count("FAIL") == 2
+
+
+def test_parity_tool_flags_nan_states():
+    """A layer whose output holds a nan has a nan error, which no `>` comparison catches."""
+    ours = np.ones((2, 3, 4), np.float32)
+    broken = ours.copy()
+    broken[0, 1, 2] = np.nan
+    rows = parity.parity_rows(([ours, broken], ours[:, 0]), ([ours, ours], ours[:, 0]),
+                              np.ones((2, 3), np.int64))
+    assert parity.failed_stages(rows, 1e-4) == ["layer 1"]
+    assert "FAIL" in parity.format_table(rows, 1e-4)
 
 
 def test_parity_tool_without_transformers(monkeypatch, capsys):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tasks import soak
 
@@ -41,3 +42,11 @@ def test_short_soak_keeps_memory_flat():
     assert growth < 20.0 and end > 0
     losses = [float(x) for x in re.findall(r"loss (\d+\.\d+)", proc.stdout)]
     assert len(losses) == 3 and all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize("option", ["--steps", "--report-every", "--batch-size", "--examples"])
+def test_counts_must_be_positive(option, capsys):
+    """--steps 0 measured nothing and passed; --report-every 0 divided by zero after the warm-up."""
+    with pytest.raises(SystemExit):
+        soak.build_parser().parse_args([option, "0"])
+    assert "not a positive integer" in capsys.readouterr().err
