@@ -341,9 +341,10 @@ def load_pretrained(model, folder, report=False):
 # ---- sentence embeddings ----------------------------------------------------------------------
 def mean_pool(last_hidden_state, attention_mask):
     """Mean over tokens whose mask is 1, then L2 normalise: (B, T, C) -> (B, C) ndarray.
-    A Tensor (a model output's last_hidden_state) is read as its values, without gradient."""
+    Tensors (a model output's last_hidden_state; the mask given to the model) are read as
+    their values, without gradient."""
     h = np.asarray(getattr(last_hidden_state, "data", last_hidden_state))
-    m = np.asarray(attention_mask, np.float32)[:, :, None]
+    m = np.asarray(getattr(attention_mask, "data", attention_mask), np.float32)[:, :, None]
     summed = (h * m).sum(axis=1)
     emb = summed / np.maximum(m.sum(axis=1), 1e-9)
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

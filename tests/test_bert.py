@@ -361,6 +361,8 @@ def test_mean_pool_skips_padding():
                                rtol=1e-6)
     # a model output's last_hidden_state is a Tensor: the same result, not NumPy's ufunc TypeError
     np.testing.assert_array_equal(mean_pool(mg.tensor(h), np.array([[1, 1, 1], [1, 1, 0]])), emb)
+    # so is the attention_mask, when given to BertModel as a Tensor (additive_mask reads it so)
+    np.testing.assert_array_equal(mean_pool(mg.tensor(h), mg.tensor(np.array([[1, 1, 1], [1, 1, 0]]))), emb)
 
 
 def test_sts_zero_shot_matches_transformers(folder, theirs, torch, tmp_path):
