@@ -350,14 +350,17 @@ def mean_pool(last_hidden_state, attention_mask):
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
-def sentence_embeddings(model, tokenizer, texts, batch_size=64, max_length=256):
+def sentence_embeddings(model, tokenizer, texts, batch_size=64, max_length=None):
     """The recipe of all-MiniLM-L6-v2: masked mean of the last hidden state, L2-normalised.
 
-    max_length 256 is that recipe's (sentence_bert_config.json's max_seq_length); the model is
-    run in eval mode and left in the mode it was in.
+    max_length None is that recipe's 256 (sentence_bert_config.json's max_seq_length), or the
+    model's positions if fewer, as sentence-transformers caps it; the model is run in eval mode
+    and left in the mode it was in.
     """
     from minigrad import no_grad
 
+    if max_length is None:  # not 256 outright: a 128-position model warned on every batch
+        max_length = min(256, tokenizer.model_max_length)
     was_training = model.training
     model.eval()
     out = []

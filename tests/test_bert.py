@@ -12,6 +12,7 @@ transformers' own eager and SDPA attention already differ there by ~1e-4 (see mo
 """
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -350,6 +351,22 @@ def test_sentence_embeddings_match_transformers(ours, theirs, tokenizer, folder,
     assert mine.shape == (5, ours.config.hidden_size)
     np.testing.assert_allclose(np.linalg.norm(mine, axis=1), 1.0, atol=1e-6)
     assert np.abs(mine - ref).max() <= TOL_EMB
+
+
+def test_sentence_embeddings_default_length_fits_a_smaller_model(tmp_path):
+    """The recipe's 256 tokens, capped at the model's positions: a 16-position model is not
+    warned on every batch that max_length=256, which the caller never gave, exceeds them."""
+    (tmp_path / "tokenizer.json").write_bytes((default_model_dir() / "tokenizer.json").read_bytes())
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 16}')
+    tok = Tokenizer.from_folder(tmp_path)
+    model = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=8, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=16, max_position_embeddings=16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        emb = sentence_embeddings(model, tok, ["a cat sits", "a dog runs"] * 3, batch_size=2)
+    assert emb.shape == (6, 8)
+    with pytest.warns(UserWarning, match="were truncated"):  # still cut at the model's 16
+        sentence_embeddings(model, tok, ["word " * 40])
 
 
 def test_mean_pool_skips_padding():
