@@ -44,6 +44,9 @@ class BertConfig:
     def __post_init__(self):
         # checked here, not only when reading config.json, so a config built in code cannot
         # silently run another model (an unknown hidden_act would have run tanh-GELU)
+        if self.num_attention_heads < 1:  # else the check below fails in Python's modulo
+            raise ValueError(f"BertConfig: num_attention_heads must be at least 1, got "
+                             f"{self.num_attention_heads}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by "
                              f"num_attention_heads {self.num_attention_heads}")

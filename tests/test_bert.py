@@ -288,6 +288,8 @@ def test_config_built_in_code_is_checked():
     with pytest.raises(ValueError, match="BertConfig: hidden_size 30 is not divisible by "
                                          "num_attention_heads 4"):
         BertConfig(**{**TINY, "hidden_size": 30})
+    with pytest.raises(ValueError, match="BertConfig: num_attention_heads must be at least 1, got 0"):
+        BertConfig(**{**TINY, "num_attention_heads": 0})  # was Python's 'integer modulo by zero'
 
 
 def test_decoder_config_is_refused(tmp_path, rng):
