@@ -32,6 +32,7 @@ def run_torch(epochs, lr, batch_size, seed):
     from tasks.batching import collate, make_batches
     from tasks.classify import encode
     from tasks.data import rotten_tomatoes
+    from tasks.train import warmup_steps
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -44,7 +45,7 @@ def run_torch(epochs, lr, batch_size, seed):
         p.requires_grad_(name.startswith("classifier."))
     opt = torch_adamw(torch, model, lr)  # the classifier's weight decays, its bias not (as minigrad's)
     steps = epochs * -(-len(train) // batch_size)
-    sched = transformers.get_linear_schedule_with_warmup(opt, int(0.1 * steps), steps)
+    sched = transformers.get_linear_schedule_with_warmup(opt, warmup_steps(0.1, steps), steps)
     tensors = lambda b: {k: torch.from_numpy(b[k]) for k in ("input_ids", "attention_mask", "token_type_ids")}  # noqa: E731
     for epoch in range(epochs):
         model.train()

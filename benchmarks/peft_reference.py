@@ -37,6 +37,7 @@ from tasks.batching import collate, make_batches
 from tasks.classify import encode
 from tasks.cli import _subset
 from tasks.data import rotten_tomatoes
+from tasks.train import warmup_steps
 
 LR, WEIGHT_DECAY, WARMUP, MAX_GRAD_NORM, BATCH, PATIENCE = 5e-4, 0.01, 0.1, 1.0, 16, 2  # tasks.cli
 
@@ -85,7 +86,7 @@ def main(argv=None):
           f"{sum(q.numel() for _, q in named):,} trainable in {len(named)} tensors", file=sys.stderr)
     opt = torch.optim.AdamW(param_groups_no_decay(named, WEIGHT_DECAY), lr=LR, betas=(0.9, 0.999), eps=1e-8)
     total = args.epochs * -(-len(train) // BATCH)
-    sched = transformers.get_linear_schedule_with_warmup(opt, int(WARMUP * total), total)
+    sched = transformers.get_linear_schedule_with_warmup(opt, warmup_steps(WARMUP, total), total)
     params = [q for _, q in named]
 
     history, best, bad = [], None, 0

@@ -44,6 +44,9 @@ class BertConfig:
     def __post_init__(self):
         # checked here, not only when reading config.json, so a config built in code cannot
         # silently run another model (an unknown hidden_act would have run tanh-GELU)
+        if self.num_attention_heads < 1:  # else the check below fails in Python's modulo
+            raise ValueError(f"BertConfig: num_attention_heads must be at least 1, got "
+                             f"{self.num_attention_heads}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by "
                              f"num_attention_heads {self.num_attention_heads}")
@@ -341,22 +344,26 @@ def load_pretrained(model, folder, report=False):
 # ---- sentence embeddings ----------------------------------------------------------------------
 def mean_pool(last_hidden_state, attention_mask):
     """Mean over tokens whose mask is 1, then L2 normalise: (B, T, C) -> (B, C) ndarray.
-    A Tensor (a model output's last_hidden_state) is read as its values, without gradient."""
+    Tensors (a model output's last_hidden_state; the mask given to the model) are read as
+    their values, without gradient."""
     h = np.asarray(getattr(last_hidden_state, "data", last_hidden_state))
-    m = np.asarray(attention_mask, np.float32)[:, :, None]
+    m = np.asarray(getattr(attention_mask, "data", attention_mask), np.float32)[:, :, None]
     summed = (h * m).sum(axis=1)
     emb = summed / np.maximum(m.sum(axis=1), 1e-9)
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
-def sentence_embeddings(model, tokenizer, texts, batch_size=64, max_length=256):
+def sentence_embeddings(model, tokenizer, texts, batch_size=64, max_length=None):
     """The recipe of all-MiniLM-L6-v2: masked mean of the last hidden state, L2-normalised.
 
-    max_length 256 is that recipe's (sentence_bert_config.json's max_seq_length); the model is
-    run in eval mode and left in the mode it was in.
+    max_length None is that recipe's 256 (sentence_bert_config.json's max_seq_length), or the
+    model's positions if fewer, as sentence-transformers caps it; the model is run in eval mode
+    and left in the mode it was in.
     """
     from minigrad import no_grad
 
+    if max_length is None:  # not 256 outright: a 128-position model warned on every batch
+        max_length = min(256, tokenizer.model_max_length)
     was_training = model.training
     model.eval()
     out = []

@@ -27,6 +27,12 @@ CHECKPOINT = "checkpoint.safetensors"
 BEST = "best.safetensors"
 
 
+def warmup_steps(warmup_ratio, total):
+    """Steps of linear warmup: warmup_ratio x total rounded up, as Hugging Face's Trainer
+    (a ratio of 0.1 over 55 steps warms 6). The torch references in benchmarks/ use it too."""
+    return math.ceil(warmup_ratio * total)
+
+
 def prepare_model(model, method, lora_config=None):
     """Set which parameters train for `method`; returns the model."""
     if method == "lora":
@@ -68,9 +74,8 @@ class Trainer:
         self.optimizer = optim.AdamW(optim.param_groups_no_decay(named, args.weight_decay), lr=args.lr)
         self.steps_per_epoch = math.ceil(len(train) / args.batch_size)
         total = self.steps_per_epoch * args.epochs
-        # Hugging Face's Trainer rounds the warmup up: a ratio of 0.1 over 55 steps warms 6
         self.scheduler = optim.get_linear_schedule_with_warmup(
-            self.optimizer, math.ceil(args.warmup_ratio * total), total)
+            self.optimizer, warmup_steps(args.warmup_ratio, total), total)
         self.features = {}  # head-only: split name -> cached encoder features
         self.state = {"epoch": 0, "step": 0, "history": [], "best": None, "best_epoch": None,
                       "bad_epochs": 0, "train_seconds": 0.0}

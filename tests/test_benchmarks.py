@@ -94,3 +94,23 @@ def test_kernels_torch_worker_starts_without_minigrads_omp_wait_policy():
     out = subprocess.run([sys.executable, "-c", _TORCH_WORKER_ENV], env=env, capture_output=True,
                          text=True, check=True)
     assert out.stdout.split()[-1] == "None"
+
+
+def test_torch_references_warm_up_as_minigrads_trainer():
+    """head_run's and peft_reference's torch schedules take their warmup from tasks.train's
+    warmup_steps, which rounds up as the Trainer and Hugging Face do; they rounded down
+    (int(0.1 * 1602) = 160 warmup steps against minigrad's 161)."""
+    import ast
+    from tasks.train import warmup_steps
+    assert warmup_steps(0.1, 1602) == 161 and warmup_steps(0.2, 24) == 5 and warmup_steps(0.0, 24) == 0
+    root = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+    for name in ("head_run.py", "peft_reference.py"):
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and getattr(n.func, "attr", None) == "get_linear_schedule_with_warmup"]
+        assert calls, name
+        for call in calls:
+            warmup = call.args[1]
+            assert isinstance(warmup, ast.Call) and getattr(warmup.func, "id", None) == "warmup_steps", \
+                f"{name}: warmup {ast.unparse(warmup)}"

@@ -12,6 +12,7 @@ transformers' own eager and SDPA attention already differ there by ~1e-4 (see mo
 """
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -298,6 +299,8 @@ def test_config_built_in_code_is_checked():
     with pytest.raises(ValueError, match="BertConfig: hidden_size 30 is not divisible by "
                                          "num_attention_heads 4"):
         BertConfig(**{**TINY, "hidden_size": 30})
+    with pytest.raises(ValueError, match="BertConfig: num_attention_heads must be at least 1, got 0"):
+        BertConfig(**{**TINY, "num_attention_heads": 0})  # was Python's 'integer modulo by zero'
 
 
 def test_decoder_config_is_refused(tmp_path, rng):
@@ -363,6 +366,22 @@ def test_sentence_embeddings_match_transformers(ours, theirs, tokenizer, folder,
     assert np.abs(mine - ref).max() <= TOL_EMB
 
 
+def test_sentence_embeddings_default_length_fits_a_smaller_model(tmp_path):
+    """The recipe's 256 tokens, capped at the model's positions: a 16-position model is not
+    warned on every batch that max_length=256, which the caller never gave, exceeds them."""
+    (tmp_path / "tokenizer.json").write_bytes((default_model_dir() / "tokenizer.json").read_bytes())
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 16}')
+    tok = Tokenizer.from_folder(tmp_path)
+    model = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=8, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=16, max_position_embeddings=16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        emb = sentence_embeddings(model, tok, ["a cat sits", "a dog runs"] * 3, batch_size=2)
+    assert emb.shape == (6, 8)
+    with pytest.warns(UserWarning, match="were truncated"):  # still cut at the model's 16
+        sentence_embeddings(model, tok, ["word " * 40])
+
+
 def test_mean_pool_skips_padding():
     h = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
     h[1, 2] = 1e6  # a padding position: must not count
@@ -372,6 +391,8 @@ def test_mean_pool_skips_padding():
                                rtol=1e-6)
     # a model output's last_hidden_state is a Tensor: the same result, not NumPy's ufunc TypeError
     np.testing.assert_array_equal(mean_pool(mg.tensor(h), np.array([[1, 1, 1], [1, 1, 0]])), emb)
+    # so is the attention_mask, when given to BertModel as a Tensor (additive_mask reads it so)
+    np.testing.assert_array_equal(mean_pool(mg.tensor(h), mg.tensor(np.array([[1, 1, 1], [1, 1, 0]]))), emb)
 
 
 def test_sts_zero_shot_matches_transformers(folder, theirs, torch, tmp_path):
