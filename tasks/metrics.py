@@ -2,7 +2,8 @@
 
 - classification: `accuracy`, `confusion_matrix`, `classification_report` (the table of
   scikit-learn's function of the same name, and the same numbers as a dict; a class found in
-  neither the targets nor the predictions is left out of it and of macro F1, as there);
+  neither the targets nor the predictions is left out of it and of macro F1, as in
+  scikit-learn's `f1_score(average="macro")` without `labels`);
 - NER: `ner_spans`, `ner_f1`, `ner_report` with STRICT IOB2 entity matching: an entity is a B-X
   followed by any I-X of the same type; a predicted entity counts only if its type, start and end
   all equal a gold entity's. An I-X that does not continue an entity of type X is invalid and
@@ -99,7 +100,9 @@ def classification_report(y_true, y_pred, label_names, digits=2):
     "macro avg" / "weighted avg" rows, the keys of scikit-learn's `output_dict=True`.
 
     A class that is neither in y_true nor in y_pred has no row and does not enter the macro
-    average, as in scikit-learn's default (its labels are those found in either): its precision
+    average, as in scikit-learn's `f1_score(average="macro")` and Hugging Face evaluate's f1,
+    whose labels are those found in either (scikit-learn's own report would need `labels=` to
+    print all K names, and then keeps the empty rows): its precision
     and recall are 0/0, and counting it as 0 would lower macro F1 for a class the split simply
     lacks (a small validation set without TREC's rare ABBR questions), whatever the model does."""
     matrix = confusion_matrix(y_true, y_pred, len(label_names))
