@@ -111,6 +111,11 @@ def test_modules_to_save_as_a_string_is_one_name():
     assert model.peft_config.modules_to_save == ("classifier",)
     assert model.classifier.weight.requires_grad
     assert "base_model.model.classifier.weight" in lora.adapter_state_dict(model)
+    # None is PEFT's default: a classification task still trains and saves its head
+    assert lora.LoraConfig(modules_to_save=None).modules_to_save == ("classifier",)
+    assert lora.LoraConfig(modules_to_save=None, task_type="FEATURE_EXTRACTION").modules_to_save == ()
+    model = lora.apply_lora(tiny_model(), lora.LoraConfig(r=4, modules_to_save=None))
+    assert model.classifier.weight.requires_grad
 
 
 def test_lora_config_scaling_and_validation():

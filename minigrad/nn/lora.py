@@ -49,6 +49,8 @@ class LoraConfig:
             self.target_modules = tuple(t.strip() for t in self.target_modules.split(",") if t.strip())
         if isinstance(self.modules_to_save, str):  # iterated as characters, it froze the head
             self.modules_to_save = tuple(m.strip() for m in self.modules_to_save.split(",") if m.strip())
+        if self.modules_to_save is None:  # PEFT's default: a classification task adds its head
+            self.modules_to_save = ("classifier",) if self.task_type in ("SEQ_CLS", "TOKEN_CLS") else ()
         if self.r <= 0:
             raise ValueError(f"LoraConfig: r must be a positive integer, got {self.r}")
 
