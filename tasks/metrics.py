@@ -108,15 +108,11 @@ def classification_report(y_true, y_pred, label_names, digits=2):
     matrix = confusion_matrix(y_true, y_pred, len(label_names))
     tp = np.diag(matrix)
     present = [k for k in range(len(label_names)) if matrix[k].sum() or matrix[:, k].sum()]
-    rows = {label_names[k]: _prf(tp[k], matrix[:, k].sum(), matrix[k].sum()) for k in present}
-    per_class = list(rows.values())
+    per_class = {label_names[k]: _prf(tp[k], matrix[:, k].sum(), matrix[k].sum()) for k in present}
+    averages = _averages(list(per_class.values()))
     acc = accuracy(y_true, y_pred)
-    rows.update(_averages(per_class))
-    text = _format_table(rows, digits, accuracy_row=(acc, int(matrix.sum())))
-    report = {label_names[k]: rows[label_names[k]] for k in present}
-    report["accuracy"] = acc
-    report["macro avg"], report["weighted avg"] = rows["macro avg"], rows["weighted avg"]
-    return text, report
+    text = _format_table({**per_class, **averages}, digits, accuracy_row=(acc, int(matrix.sum())))
+    return text, {**per_class, "accuracy": acc, **averages}
 
 
 # ----------------------------------------------------------------------------------------------
